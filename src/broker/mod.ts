@@ -1,0 +1,8 @@
+/**
+ * The broker: accepts connections, runs sessions, routes messages.
+ *
+ * @module
+ */
+export * from "./options.ts";
+export { Broker } from "./broker.ts";
+export type { BrokerDeps } from "./broker.ts";
