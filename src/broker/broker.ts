@@ -1,28 +1,568 @@
-import type { BrokerOptions } from "./options.ts";
+import { ReasonCode } from "../codec/mod.ts";
+import { type ConnListener, TcpListener } from "../connection/mod.ts";
+import { type AuthHooks, defaultAuthHooks } from "../auth/mod.ts";
 import { type Logger, silentLogger } from "../observe/log.ts";
+import { Metrics } from "../observe/metrics.ts";
+import {
+  forwardableProperties,
+  isExpired,
+  type Message,
+  RetainedStore,
+  type SharedGroup,
+  type SubscriptionEntry,
+  SubscriptionTree,
+} from "../routing/mod.ts";
+import {
+  type Delivery,
+  type InflightEntry,
+  MemorySessionStore,
+  Session,
+  type SessionStore,
+} from "../session/mod.ts";
+import { parseTopicFilter, type TopicLimits } from "../topic/mod.ts";
+import { ClientConnection } from "./client.ts";
+import type { BrokerOptions } from "./options.ts";
+
+const NO_EXPIRY = 0xffff_ffff;
 
 /** Collaborators injected into a {@link Broker}. */
 export interface BrokerDeps {
   /** Where the broker logs. */
   logger?: Logger;
+  /** Session persistence; in memory by default. */
+  store?: SessionStore;
+  /** Authentication and authorization decisions; by default anonymous per `allowAnonymous`. */
+  auth?: AuthHooks;
+  /** Interval of the housekeeping sweep (keep-alive, timeouts, Will delay, expiry), ms. */
+  sweepIntervalMs?: number;
 }
 
-/** An MQTT broker instance (placeholder until the core lands). */
+/** Per-session aggregate while routing one message: one copy at the highest QoS with all ids. */
+interface Aggregate {
+  qos: 0 | 1 | 2;
+  retain: boolean;
+  ids?: number[];
+}
+
+/**
+ * An MQTT 5.0 / 3.1.1 broker: listeners, sessions, the subscription tree,
+ * retained messages, Wills and housekeeping. All state hangs off the
+ * instance, so one process can run several brokers.
+ *
+ * @example
+ * ```ts
+ * import { Broker, resolveOptions } from "./mod.ts";
+ * const broker = new Broker(resolveOptions({ listeners: [{ type: "tcp", host: "127.0.0.1", port: 0 }] }));
+ * await broker.start();
+ * await broker.stop();
+ * ```
+ */
 export class Broker {
   readonly options: BrokerOptions;
   readonly logger: Logger;
+  readonly store: SessionStore;
+  readonly auth: AuthHooks;
+  readonly metrics = new Metrics();
+  readonly retained: RetainedStore;
+  readonly topicLimits: TopicLimits;
   /** Bound addresses of the listeners, known after {@link start}. */
   addresses: { host: string; port: number }[] = [];
+  readonly #tree = new SubscriptionTree();
+  readonly #sessions = new Map<string, Session>();
+  /** Live connection per client id (after CONNACK). */
+  readonly #byClientId = new Map<string, ClientConnection>();
+  readonly #connections = new Set<ClientConnection>();
+  readonly #runs = new Set<Promise<void>>();
+  readonly #listeners: ConnListener[] = [];
+  readonly #acceptLoops: Promise<void>[] = [];
+  readonly #sweepIntervalMs: number;
+  #sweepTimer?: ReturnType<typeof setInterval>;
+  #nextMessageId = 1;
+  #assignedCounter = 0;
+  #stopping = false;
+  #aggregates = new Map<string, Aggregate>();
+  #idleWaiters: (() => void)[] = [];
+
   constructor(options: BrokerOptions, deps: BrokerDeps = {}) {
     this.options = options;
     this.logger = deps.logger ?? silentLogger;
+    this.store = deps.store ?? new MemorySessionStore();
+    this.auth = deps.auth ?? defaultAuthHooks(options.allowAnonymous);
+    this.retained = new RetainedStore(options.maxRetainedMessages, options.maxRetainedBytes);
+    this.topicLimits = { maxLength: options.maxTopicLength, maxLevels: options.maxTopicLevels };
+    this.#sweepIntervalMs = deps.sweepIntervalMs ?? 250;
   }
-  /** Opens the listeners. */
-  start(): Promise<void> {
-    return Promise.resolve();
+
+  /** Number of connections that completed CONNECT. */
+  get connectedCount(): number {
+    return this.#byClientId.size;
   }
-  /** Closes listeners and connections. */
-  stop(): Promise<void> {
-    return Promise.resolve();
+
+  /** Number of sessions held (connected or not). */
+  get sessionCount(): number {
+    return this.#sessions.size;
+  }
+
+  /** Restores persisted state, opens the listeners and starts housekeeping. */
+  async start(): Promise<void> {
+    await this.#restore();
+    for (const l of this.options.listeners) {
+      const listener = new TcpListener(l.host, l.port);
+      this.#listeners.push(listener);
+      this.addresses.push({ host: listener.host, port: listener.port });
+      this.#acceptLoops.push(this.#acceptLoop(listener));
+      this.logger.info("listening", {
+        transport: l.type,
+        host: listener.host,
+        port: listener.port,
+      });
+    }
+    this.#sweepTimer = setInterval(() => this.#sweep(), this.#sweepIntervalMs);
+  }
+
+  /**
+   * Stops: closes listeners, disconnects every client with 0x8B Server
+   * shutting down (their Wills are published), flushes the store.
+   */
+  async stop(): Promise<void> {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    for (const l of this.#listeners) l.close();
+    await Promise.all(this.#acceptLoops);
+    for (const c of [...this.#connections]) {
+      if (c.state === "connected") {
+        c.disconnect(ReasonCode.ServerShuttingDown, "server shutting down");
+      } else if (c.state === "connecting") c.conn.close();
+    }
+    // Give clients a moment to read the DISCONNECT and close; then force.
+    const deadline = Date.now() + 3_000;
+    while (this.#connections.size > 0 && Date.now() < deadline) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, 20);
+        this.#idleWaiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+    for (const c of [...this.#connections]) c.conn.close();
+    await Promise.all(this.#runs);
+    clearInterval(this.#sweepTimer);
+    this.#sweepTimer = undefined;
+    if (this.store.dirty) await this.store.flush().catch(() => {});
+    await this.store.close();
+    this.logger.info("broker stopped");
+  }
+
+  async #acceptLoop(listener: ConnListener): Promise<void> {
+    for (;;) {
+      const conn = await listener.accept();
+      if (conn === null) return;
+      if (this.#stopping) {
+        conn.close();
+        continue;
+      }
+      this.metrics.connectionsAccepted++;
+      const client = new ClientConnection(this, conn);
+      this.#connections.add(client);
+      this.metrics.connectionsCurrent = this.#connections.size;
+      this.logger.debug("connection accepted", {
+        address: conn.remoteAddress,
+        port: conn.remotePort,
+      });
+      const run = client.run();
+      this.#runs.add(run);
+      run.finally(() => this.#runs.delete(run));
+    }
+  }
+
+  // ---------------------------------------------------------------- sessions
+
+  /** A fresh client id for an empty CONNECT id [MQTT-3.1.3-6] [MQTT-3.1.3-7]. */
+  assignClientId(): string {
+    for (;;) {
+      const id = `auto-${Date.now().toString(36)}-${(this.#assignedCounter++).toString(36)}-${
+        Math.floor(Math.random() * 1e9).toString(36)
+      }`;
+      if (!this.#sessions.has(id)) return id;
+    }
+  }
+
+  /** Broker-wide message sequence. */
+  nextMessageId(): number {
+    return this.#nextMessageId++;
+  }
+
+  /**
+   * Takes over any live connection of the client id, then resumes or creates
+   * its session (3.1.4, 3.1.2.4). Returns the session and Session Present.
+   */
+  openSession(
+    client: ClientConnection,
+    cleanStart: boolean,
+    expirySec: number,
+  ): { session: Session; present: boolean } {
+    const clientId = client.clientId;
+    const old = this.#byClientId.get(clientId);
+    if (old && old !== client) {
+      this.metrics.takeovers++;
+      this.logger.info("session taken over", { clientId, address: client.conn.remoteAddress });
+      // [MQTT-3.1.4-3] The old connection's Will is held back only if the session continues with a delay (3.1.4).
+      const session = old.session;
+      const keepsSession = !cleanStart && session !== undefined && session.expirySec > 0;
+      if (session?.will && !(keepsSession && session.will.delaySec > 0)) {
+        this.#publishWill(session);
+      }
+      old.publishWillOnClose = false;
+      old.disconnect(ReasonCode.SessionTakenOver, "session taken over");
+    }
+    let session = this.#sessions.get(clientId);
+    let present = false;
+    if (session && cleanStart) {
+      // [MQTT-3.1.2-4] Clean Start discards the old session; its delayed Will goes out now.
+      if (session.will) this.#publishWill(session);
+      this.#destroySession(session);
+      session = undefined;
+    }
+    if (session) {
+      present = true;
+      // [MQTT-3.1.3-9] reconnecting before the Will Delay cancels the Will.
+      session.will = undefined;
+      session.willDueAt = undefined;
+      session.expiresAt = undefined;
+      session.expirySec = expirySec;
+      session.protocolVersion = client.protocolVersion;
+    } else {
+      session = new Session(clientId, client.protocolVersion, expirySec);
+      this.#sessions.set(clientId, session);
+    }
+    session.connected = true;
+    this.#byClientId.set(clientId, client);
+    return { session, present };
+  }
+
+  /** Called once when a connection starts closing: Will, session expiry, bookkeeping. */
+  onConnectionEnded(client: ClientConnection, why: string): void {
+    const session = client.session;
+    if (!session || this.#byClientId.get(client.clientId) !== client) {
+      if (client.clientId) {
+        this.logger.debug("connection ended before session", { clientId: client.clientId, why });
+      }
+      return;
+    }
+    this.#byClientId.delete(client.clientId);
+    session.connected = false;
+    this.logger.info("client disconnected", { clientId: client.clientId, why });
+    const now = Date.now();
+    if (client.publishWillOnClose && session.will) {
+      const delay = session.will.delaySec;
+      if (delay > 0 && session.expirySec > 0) {
+        // Published after the delay, or when the session ends if sooner [MQTT-3.1.2-8].
+        session.willDueAt = now + Math.min(delay, session.expirySec) * 1000;
+        this.store.saveWill(session.clientId, { ...session.will, dueAt: session.willDueAt });
+      } else this.#publishWill(session);
+    } else if (session.will) {
+      session.will = undefined;
+      if (session.expirySec > 0) this.store.saveWill(session.clientId, undefined);
+    }
+    if (session.expirySec === 0) {
+      this.#destroySession(session);
+      return;
+    }
+    if (session.expirySec !== NO_EXPIRY) session.expiresAt = now + session.expirySec * 1000;
+    this.persistSession(session);
+  }
+
+  /** Called when a connection's socket is closed. */
+  onConnectionClosed(client: ClientConnection): void {
+    this.#connections.delete(client);
+    this.metrics.connectionsCurrent = this.#connections.size;
+    const waiters = this.#idleWaiters;
+    this.#idleWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  #destroySession(session: Session): void {
+    for (const entry of session.subscriptions.values()) {
+      const parsed = parseTopicFilter(entry.rawFilter);
+      if (typeof parsed !== "string") {
+        this.#tree.remove(parsed.filter, session.clientId, parsed.shareGroup);
+      }
+    }
+    session.subscriptions.clear();
+    this.#sessions.delete(session.clientId);
+    if (session.expirySec > 0 || session.queue.length > 0 || session.inflight.size > 0) {
+      this.store.deleteSession(session.clientId);
+    }
+  }
+
+  #publishWill(session: Session): void {
+    const pending = session.will;
+    if (!pending) return;
+    session.will = undefined;
+    session.willDueAt = undefined;
+    if (session.expirySec > 0) this.store.saveWill(session.clientId, undefined);
+    const w = pending.will;
+    const info = {
+      clientId: session.clientId,
+      protocolVersion: session.protocolVersion,
+      remoteAddress: "",
+      remotePort: 0,
+    };
+    if (!this.auth.authorizePublish(info, w.topic)) {
+      this.logger.info("will not authorized", { clientId: session.clientId, topic: w.topic });
+      return;
+    }
+    const now = Date.now();
+    const expiry = w.properties?.messageExpiryInterval;
+    this.metrics.willsPublished++;
+    this.logger.info("publishing will", { clientId: session.clientId, topic: w.topic });
+    // [MQTT-3.1.2-14] [MQTT-3.1.2-15] [MQTT-3.1.3-10]: its QoS, Retain and properties; expiry starts now.
+    this.publish({
+      topic: w.topic,
+      payload: w.payload,
+      qos: w.qos,
+      retain: w.retain,
+      properties: forwardableProperties(w.properties),
+      expiresAt: expiry !== undefined ? now + expiry * 1000 : undefined,
+      publisherId: session.clientId,
+      id: this.nextMessageId(),
+    }, now);
+  }
+
+  // ---------------------------------------------------------------- persistence helpers
+
+  /** Writes the session record when the session outlives its connection. */
+  persistSession(session: Session): void {
+    if (session.expirySec === 0) return;
+    this.store.saveSession({
+      clientId: session.clientId,
+      protocolVersion: session.protocolVersion,
+      expirySec: session.expirySec,
+      expiresAt: session.expiresAt,
+    });
+    if (session.will) {
+      this.store.saveWill(session.clientId, { ...session.will, dueAt: session.willDueAt });
+    }
+  }
+
+  persistInflight(session: Session, entry: InflightEntry): void {
+    if (session.expirySec > 0) this.store.saveInflight(session.clientId, entry);
+  }
+
+  persistInflightDone(session: Session, packetId: number): void {
+    if (session.expirySec > 0) this.store.deleteInflight(session.clientId, packetId);
+  }
+
+  persistQueue(session: Session): void {
+    if (session.expirySec > 0) this.store.replaceQueue(session.clientId, [...session.queue]);
+  }
+
+  persistInboundQos2(session: Session, packetId: number, present: boolean): void {
+    if (session.expirySec > 0) this.store.saveInboundQos2(session.clientId, packetId, present);
+  }
+
+  // ---------------------------------------------------------------- subscriptions
+
+  /** Adds or replaces a subscription [MQTT-3.8.4-3]. */
+  subscribe(session: Session, entry: SubscriptionEntry, filter: string): void {
+    session.subscriptions.set(entry.rawFilter, entry);
+    this.#tree.add(filter, entry);
+    if (session.expirySec > 0) this.store.saveSubscription(session.clientId, entry);
+  }
+
+  /** Removes a subscription by its exact filter; returns whether it existed. */
+  unsubscribe(session: Session, rawFilter: string): boolean {
+    const entry = session.subscriptions.get(rawFilter);
+    if (!entry) return false;
+    session.subscriptions.delete(rawFilter);
+    const parsed = parseTopicFilter(rawFilter);
+    if (typeof parsed !== "string") {
+      this.#tree.remove(parsed.filter, session.clientId, parsed.shareGroup);
+    }
+    if (session.expirySec > 0) this.store.deleteSubscription(session.clientId, rawFilter);
+    return true;
+  }
+
+  // ---------------------------------------------------------------- routing
+
+  /**
+   * Routes a message to every matching session and updates the retained
+   * store. Returns the number of sessions it was given to.
+   */
+  publish(message: Message, now: number): number {
+    if (message.retain) this.#retain(message);
+    const aggregates = this.#aggregates;
+    aggregates.clear();
+    const groups: SharedGroup[] = [];
+    this.#tree.match(
+      message.topic,
+      (entry) => {
+        // [MQTT-3.8.3-3] No Local: not back to the publisher.
+        if (entry.noLocal && entry.clientId === message.publisherId) return;
+        const qos = message.qos < entry.qos ? message.qos : entry.qos;
+        // Live forwards clear RETAIN unless Retain As Published [MQTT-3.3.1-12] [MQTT-3.3.1-13].
+        const retain = entry.retainAsPublished && message.retain;
+        const agg = aggregates.get(entry.clientId);
+        if (agg === undefined) {
+          aggregates.set(entry.clientId, {
+            qos,
+            retain,
+            ids: entry.subscriptionId !== undefined ? [entry.subscriptionId] : undefined,
+          });
+        } else {
+          // Overlapping subscriptions: one copy at the highest QoS with every id [MQTT-3.3.4-2].
+          if (qos > agg.qos) agg.qos = qos;
+          if (retain) agg.retain = true;
+          if (entry.subscriptionId !== undefined) (agg.ids ??= []).push(entry.subscriptionId);
+        }
+      },
+      (group) => groups.push(group),
+    );
+    let count = 0;
+    for (const [clientId, agg] of aggregates) {
+      const session = this.#sessions.get(clientId);
+      if (!session) continue;
+      count++;
+      this.#deliver(session, {
+        message,
+        qos: agg.qos,
+        retain: agg.retain,
+        subscriptionIds: agg.ids,
+      }, now);
+    }
+    for (const group of groups) {
+      // One member per group [MQTT-4.8.2-3], round robin, preferring connected members.
+      const entry = group.pick((id) => this.#byClientId.has(id));
+      if (!entry) continue;
+      const session = this.#sessions.get(entry.clientId);
+      if (!session) continue;
+      count++;
+      const qos = message.qos < entry.qos ? message.qos : entry.qos;
+      this.#deliver(session, {
+        message,
+        qos,
+        retain: entry.retainAsPublished && message.retain,
+        subscriptionIds: entry.subscriptionId !== undefined ? [entry.subscriptionId] : undefined,
+      }, now);
+    }
+    return count;
+  }
+
+  #retain(message: Message): void {
+    const result = this.retained.set(message);
+    if (result === "refused") {
+      this.metrics.retainedRefused++;
+      this.logger.warn("retained message refused: store full", { topic: message.topic });
+      return;
+    }
+    if (result === "stored") this.store.saveRetained(message);
+    else this.store.deleteRetained(message.topic);
+  }
+
+  #deliver(session: Session, d: Delivery, now: number): void {
+    const client = this.#byClientId.get(session.clientId);
+    if (client && client.state === "connected") {
+      if (!this.auth.authorizeDelivery(client.info, d.message.topic)) return;
+      client.deliver(d, now);
+      return;
+    }
+    if (d.qos === 0) {
+      // Offline sessions queue QoS 1/2 only (ours; QoS 0 queueing is optional, checklist §8).
+      this.metrics.offlineQos0Dropped++;
+      return;
+    }
+    this.enqueue(session, d);
+  }
+
+  /**
+   * Appends to a session queue, bounded by count and bytes. Policy when full:
+   * the new message is dropped for that session (the queue keeps the oldest,
+   * in order) and counted in `queueFullDropped`.
+   */
+  enqueue(session: Session, d: Delivery): void {
+    const opts = this.options;
+    if (
+      session.queue.length >= opts.maxQueuedMessages ||
+      session.queue.bytes + d.message.payload.length > opts.maxQueuedBytes
+    ) {
+      this.metrics.queueFullDropped++;
+      if (this.logger.debugEnabled) {
+        this.logger.debug("session queue full; message dropped", { clientId: session.clientId });
+      }
+      return;
+    }
+    session.queue.push(d);
+    if (session.expirySec > 0) this.store.enqueue(session.clientId, d);
+  }
+
+  // ---------------------------------------------------------------- housekeeping
+
+  #sweep(): void {
+    const now = Date.now();
+    const opts = this.options;
+    for (const c of this.#connections) {
+      if (c.state === "connecting") {
+        if (now - c.startedAt > opts.connectTimeoutMs) {
+          this.metrics.connectTimeouts++;
+          this.logger.info("connect timeout", { address: c.conn.remoteAddress });
+          c.conn.close();
+        }
+        continue;
+      }
+      if (c.state !== "connected") continue;
+      // [MQTT-3.1.2-22] no packet within 1.5 × Keep Alive: treated as a network failure.
+      if (c.keepAliveSec > 0 && now - c.lastActivity > c.keepAliveSec * 1500) {
+        this.metrics.keepAliveTimeouts++;
+        c.disconnect(ReasonCode.KeepAliveTimeout, "keep alive timeout");
+        continue;
+      }
+      c.checkOverdue(now);
+    }
+    for (const session of this.#sessions.values()) {
+      if (session.connected) continue;
+      if (session.willDueAt !== undefined && session.willDueAt <= now) this.#publishWill(session);
+      if (session.expiresAt !== undefined && session.expiresAt <= now) {
+        this.metrics.sessionsExpired++;
+        this.logger.info("session expired", { clientId: session.clientId });
+        if (session.will) this.#publishWill(session);
+        this.#destroySession(session);
+      }
+    }
+  }
+
+  async #restore(): Promise<void> {
+    const state = await this.store.load();
+    const now = Date.now();
+    for (const m of state.retained) {
+      if (!isExpired(m, now)) this.retained.set(m);
+      if (m.id >= this.#nextMessageId) this.#nextMessageId = m.id + 1;
+    }
+    for (const s of state.sessions) {
+      const session = new Session(s.record.clientId, s.record.protocolVersion, s.record.expirySec);
+      session.expiresAt = s.record.expiresAt ??
+        (s.record.expirySec === NO_EXPIRY ? undefined : now + s.record.expirySec * 1000);
+      for (const entry of s.subscriptions) {
+        const parsed = parseTopicFilter(entry.rawFilter);
+        if (typeof parsed === "string") continue;
+        session.subscriptions.set(entry.rawFilter, entry);
+        this.#tree.add(parsed.filter, entry);
+      }
+      for (const entry of s.inflight) session.inflight.set(entry.packetId, entry);
+      for (const d of s.queue) session.queue.push(d);
+      for (const id of s.inboundQos2) session.inboundQos2.add(id);
+      if (s.will) {
+        session.will = { will: s.will.will, delaySec: s.will.delaySec };
+        // A Will of a session whose connection died with the process: due now or at its deadline.
+        session.willDueAt = s.will.dueAt ?? now;
+      }
+      this.#sessions.set(session.clientId, session);
+    }
+    if (state.sessions.length > 0 || state.retained.length > 0) {
+      this.logger.info("restored state", {
+        sessions: state.sessions.length,
+        retained: state.retained.length,
+      });
+    }
   }
 }

@@ -46,7 +46,9 @@ function stderrSink(line: string): void {
 }
 
 function formatValue(value: unknown): string {
-  if (typeof value === "string") return /^[\w.:/@+#$-]*$/.test(value) ? value : JSON.stringify(value);
+  if (typeof value === "string") {
+    return /^[\w.:/@+#$-]*$/.test(value) ? value : JSON.stringify(value);
+  }
   if (value instanceof Error) return JSON.stringify(value.message);
   return String(value);
 }

@@ -1,0 +1,1093 @@
+import {
+  type AuthPacket,
+  connackCodeForV4,
+  type ConnectPacket,
+  type DisconnectPacket,
+  encodePacket,
+  encodePublish,
+  MqttError,
+  type Packet,
+  PacketDecoder,
+  PacketType,
+  type Properties,
+  type PubAckPacket,
+  type PublishPacket,
+  ReasonCode,
+  type SubscribePacket,
+  type UnsubscribePacket,
+} from "../codec/mod.ts";
+import type { ByteConn } from "../connection/mod.ts";
+import { Outbox } from "../connection/mod.ts";
+import {
+  forwardableProperties,
+  isExpired,
+  type Message,
+  remainingExpirySec,
+} from "../routing/mod.ts";
+import type { Delivery, InflightEntry, Session } from "../session/mod.ts";
+import { parseTopicFilter, topicNameError } from "../topic/mod.ts";
+import type { ClientInfo } from "../auth/mod.ts";
+import type { Broker } from "./broker.ts";
+
+const utf8Strict = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+/** How long a closing connection drains the peer's bytes after our DISCONNECT before it closes. */
+const CLOSE_DRAIN_MS = 2_000;
+
+type State = "connecting" | "connected" | "closing" | "closed";
+
+/**
+ * One client connection: its read loop over decoded packets, the MQTT
+ * protocol state of the connection (aliases, quotas, keep-alive) and the
+ * handlers for each packet type. Session state lives in {@link Session}.
+ */
+export class ClientConnection {
+  readonly broker: Broker;
+  readonly conn: ByteConn;
+  readonly outbox: Outbox;
+  readonly decoder: PacketDecoder;
+  readonly startedAt: number;
+  state: State = "connecting";
+  /** Protocol level (3, 4 or 5) once CONNECT is read. */
+  protocolVersion = 5;
+  clientId = "";
+  username?: string;
+  session?: Session;
+  /** Keep Alive in effect, seconds (0 = none). */
+  keepAliveSec = 0;
+  lastActivity: number;
+  /** The client's Receive Maximum, capped by our outgoing window. */
+  sendQuota = 65_535;
+  /** The client's Maximum Packet Size (whole packet). */
+  maxPacketSizeOut = Number.POSITIVE_INFINITY;
+  /** The client's Request Problem Information (v5): 0 forbids reason strings on acks. */
+  requestProblemInfo = true;
+  /** Whether the Will is published when this connection ends (false after DISCONNECT 0x00). */
+  publishWillOnClose = true;
+  /** Session Expiry the CONNECT asked for, for the DISCONNECT 0 → non-zero rule. */
+  connectExpirySec = 0;
+  readonly #aliasesIn = new Map<number, string>();
+  /** Inbound QoS 1 messages accepted and not yet acknowledged (waiting for the store). */
+  #pendingQos1 = 0;
+  #info?: ClientInfo;
+  #closeReason = "";
+
+  constructor(broker: Broker, conn: ByteConn) {
+    this.broker = broker;
+    this.conn = conn;
+    this.startedAt = this.lastActivity = Date.now();
+    this.decoder = new PacketDecoder({
+      side: "server",
+      maxPacketSize: broker.options.maxPacketSize,
+    });
+    this.outbox = new Outbox(conn);
+    this.outbox.onError = () => this.#abort("write failed");
+    this.outbox.onDrain = (queued) => {
+      if (queued < broker.options.outboxSoftLimitBytes && this.state === "connected") this.pump();
+    };
+  }
+
+  /** Identity handed to auth hooks. */
+  get info(): ClientInfo {
+    return this.#info ??= {
+      clientId: this.clientId,
+      username: this.username,
+      protocolVersion: this.protocolVersion,
+      remoteAddress: this.conn.remoteAddress,
+      remotePort: this.conn.remotePort,
+    };
+  }
+
+  get v5(): boolean {
+    return this.protocolVersion === 5;
+  }
+
+  /** Runs the read loop until the connection ends. Never throws. */
+  async run(): Promise<void> {
+    let buf = new Uint8Array(2048);
+    const metrics = this.broker.metrics;
+    try {
+      while (this.state !== "closed") {
+        const n = await this.conn.read(buf);
+        if (n === null) {
+          this.#closeReason ||= "peer closed";
+          break;
+        }
+        // After our DISCONNECT we drain and discard until the peer closes [MQTT-4.13.2-1].
+        if (this.state === "closing") continue;
+        metrics.bytesReceived += n;
+        this.lastActivity = Date.now();
+        try {
+          this.decoder.push(n === buf.length ? buf : buf.subarray(0, n));
+          for (let p = this.decoder.next(); p !== undefined; p = this.decoder.next()) {
+            metrics.packetsReceived++;
+            const pending = this.#handle(p);
+            if (pending !== undefined) await pending;
+            if (this.state !== "connecting" && this.state !== "connected") break;
+          }
+        } catch (err) {
+          if (!(err instanceof MqttError)) throw err;
+          this.#protocolFailure(err);
+        }
+        // Grow the read buffer for bulk senders; idle connections keep a small one.
+        if (n === buf.length && buf.length < 65_536) buf = new Uint8Array(buf.length * 4);
+      }
+    } catch (err) {
+      if (this.state === "connecting" || this.state === "connected") {
+        this.#closeReason ||= `network error: ${(err as Error).message ?? err}`;
+      }
+    } finally {
+      this.#readEnded = true;
+      if (this.state === "connecting" || this.state === "connected") {
+        this.#abort(this.#closeReason || "closed");
+      } else if (this.state === "closing" && this.#writeSideClosed) this.#finish();
+    }
+  }
+
+  #handle(p: Packet): Promise<void> | undefined {
+    if (this.state === "connecting") {
+      if (p.type !== PacketType.Connect) {
+        // [MQTT-3.1.0-1] the first packet must be CONNECT: close without a reply.
+        this.#abort(`first packet was not CONNECT (type ${p.type})`);
+        return;
+      }
+      return this.#onConnect(p);
+    }
+    switch (p.type) {
+      case PacketType.Publish:
+        return this.#onPublish(p);
+      case PacketType.Puback:
+      case PacketType.Pubrec:
+      case PacketType.Pubcomp:
+        this.#onOutboundAck(p);
+        return;
+      case PacketType.Pubrel:
+        this.#onPubrel(p);
+        return;
+      case PacketType.Subscribe:
+        return this.#onSubscribe(p);
+      case PacketType.Unsubscribe:
+        return this.#onUnsubscribe(p);
+      case PacketType.Pingreq:
+        this.send(encodePacket({ type: PacketType.Pingresp }));
+        return;
+      case PacketType.Disconnect:
+        this.#onDisconnect(p);
+        return;
+      case PacketType.Auth:
+        this.#onAuth(p);
+        return;
+      case PacketType.Connect:
+        // [MQTT-3.1.0-2]
+        this.disconnect(ReasonCode.ProtocolError, "second CONNECT");
+        return;
+    }
+  }
+
+  // ---------------------------------------------------------------- CONNECT
+
+  async #onConnect(p: ConnectPacket): Promise<void> {
+    const broker = this.broker;
+    const opts = broker.options;
+    this.protocolVersion = p.protocolVersion;
+    this.keepAliveSec = p.keepAlive;
+    if (p.protocolVersion === 3 && !opts.allowMqtt31) {
+      return this.#refuseConnect(ReasonCode.UnsupportedProtocolVersion, "MQTT 3.1 is disabled");
+    }
+    const props = p.properties ?? {};
+    if (props.authenticationMethod !== undefined) {
+      // Enhanced authentication is not supported [MQTT-4.12.0-1].
+      return this.#refuseConnect(
+        ReasonCode.BadAuthenticationMethod,
+        "enhanced authentication is not supported",
+      );
+    }
+    let clientId = p.clientId;
+    let assigned = false;
+    if (clientId.length === 0) {
+      if (!this.v5 && !p.cleanStart) {
+        // 3.1.1 [MQTT-3.1.3-8]
+        return this.#refuseConnect(
+          ReasonCode.ClientIdentifierNotValid,
+          "empty client id needs clean session",
+        );
+      }
+      clientId = broker.assignClientId();
+      assigned = true;
+    } else if (p.protocolVersion === 3 && clientId.length > 23) {
+      return this.#refuseConnect(
+        ReasonCode.ClientIdentifierNotValid,
+        "MQTT 3.1 client id longer than 23",
+      );
+    }
+    this.clientId = clientId;
+    this.username = p.username;
+    this.#info = undefined;
+    if (p.will) {
+      const w = p.will;
+      if (w.qos > opts.maximumQos) {
+        return this.#refuseConnect(ReasonCode.QoSNotSupported, "Will QoS above Maximum QoS"); // [MQTT-3.2.2-12]
+      }
+      if (w.retain && !opts.retainAvailable) {
+        return this.#refuseConnect(ReasonCode.RetainNotSupported, "Will Retain not supported"); // [MQTT-3.2.2-13]
+      }
+      if (topicNameError(w.topic, broker.topicLimits) !== undefined) {
+        return this.#refuseConnect(ReasonCode.TopicNameInvalid, "invalid Will topic");
+      }
+      if (w.properties?.payloadFormatIndicator === 1 && !isUtf8(w.payload)) {
+        return this.#refuseConnect(ReasonCode.PayloadFormatInvalid, "Will payload is not UTF-8");
+      }
+      if (
+        w.properties?.responseTopic !== undefined &&
+        topicNameError(w.properties.responseTopic) !== undefined
+      ) {
+        return this.#refuseConnect(ReasonCode.ProtocolError, "invalid Will Response Topic");
+      }
+    }
+    if (broker.connectedCount >= opts.maxConnections) {
+      broker.metrics.connectionsRefused++;
+      return this.#refuseConnect(ReasonCode.QuotaExceeded, "maximum connections reached");
+    }
+    let verdict: number;
+    try {
+      verdict = await broker.auth.authenticate({ ...this.info, password: p.password });
+    } catch (err) {
+      broker.logger.error("authentication hook failed", { clientId, error: err });
+      verdict = ReasonCode.UnspecifiedError;
+    }
+    if (this.state !== "connecting") return;
+    if (verdict !== 0) {
+      broker.metrics.connectionsRefused++;
+      return this.#refuseConnect(verdict, "authentication failed");
+    }
+
+    // Session Expiry: v5 property, or 3.1.1 Clean Session mapping (checklist §12).
+    let requestedExpiry = this.v5
+      ? (props.sessionExpiryInterval ?? 0)
+      : (p.cleanStart ? 0 : opts.persistentSessionExpirySec);
+    this.connectExpirySec = requestedExpiry;
+    let expiryOverridden = false;
+    if (requestedExpiry > opts.maxSessionExpirySec) {
+      requestedExpiry = opts.maxSessionExpirySec;
+      expiryOverridden = true;
+    }
+    if (this.v5) {
+      this.sendQuota = Math.min(props.receiveMaximum ?? 65_535, opts.maxInflightOut);
+      this.maxPacketSizeOut = props.maximumPacketSize ?? Number.POSITIVE_INFINITY;
+      this.requestProblemInfo = props.requestProblemInformation !== 0;
+    } else {
+      this.sendQuota = opts.maxInflightOut;
+    }
+    let serverKeepAlive: number | undefined;
+    if (opts.maxKeepAliveSec > 0 && (p.keepAlive === 0 || p.keepAlive > opts.maxKeepAliveSec)) {
+      if (this.v5) {
+        serverKeepAlive = opts.maxKeepAliveSec;
+        this.keepAliveSec = serverKeepAlive; // [MQTT-3.2.2-21]
+      }
+    }
+
+    // Takeover and session resumption.
+    const { session, present } = broker.openSession(this, p.cleanStart, requestedExpiry);
+    this.session = session;
+    session.will = p.will
+      ? { will: p.will, delaySec: this.v5 ? (p.will.properties?.willDelayInterval ?? 0) : 0 }
+      : undefined;
+    broker.persistSession(session);
+    if (broker.store.dirty) await broker.store.flush();
+    if (this.state !== "connecting") return;
+
+    const connackProps: Properties = {};
+    if (this.v5) {
+      if (opts.receiveMaximum !== 65_535) connackProps.receiveMaximum = opts.receiveMaximum;
+      if (opts.maximumQos < 2) connackProps.maximumQoS = opts.maximumQos;
+      if (!opts.retainAvailable) connackProps.retainAvailable = 0;
+      connackProps.maximumPacketSize = opts.maxPacketSize;
+      if (opts.topicAliasMaximum > 0) connackProps.topicAliasMaximum = opts.topicAliasMaximum;
+      if (!opts.wildcardSubscriptionAvailable) connackProps.wildcardSubscriptionAvailable = 0;
+      if (!opts.subscriptionIdentifierAvailable) connackProps.subscriptionIdentifierAvailable = 0;
+      if (!opts.sharedSubscriptionAvailable) connackProps.sharedSubscriptionAvailable = 0;
+      if (serverKeepAlive !== undefined) connackProps.serverKeepAlive = serverKeepAlive;
+      if (assigned) connackProps.assignedClientIdentifier = clientId; // [MQTT-3.2.2-16]
+      if (expiryOverridden) connackProps.sessionExpiryInterval = requestedExpiry;
+    }
+    this.state = "connected";
+    this.send(encodePacket(
+      {
+        type: PacketType.Connack,
+        sessionPresent: present,
+        reasonCode: 0,
+        properties: this.v5 ? connackProps : undefined,
+      },
+      this.protocolVersion,
+    ));
+    broker.logger.info("client connected", {
+      clientId,
+      address: this.conn.remoteAddress,
+      port: this.conn.remotePort,
+      protocol: this.protocolVersion,
+      keepAlive: this.keepAliveSec,
+      cleanStart: p.cleanStart,
+      sessionPresent: present,
+      sessionExpiry: requestedExpiry,
+    });
+    if (present) this.#resend();
+    this.pump();
+  }
+
+  #refuseConnect(reasonCode: number, why: string): void {
+    const code = this.v5 ? reasonCode : connackCodeForV4(reasonCode);
+    this.broker.logger.info("connection refused", {
+      clientId: this.clientId || undefined,
+      address: this.conn.remoteAddress,
+      reason: `0x${reasonCode.toString(16)}`,
+      why,
+    });
+    this.send(encodePacket(
+      {
+        type: PacketType.Connack,
+        sessionPresent: false, // [MQTT-3.2.2-6]
+        reasonCode: code,
+        properties: this.v5 ? { reasonString: why } : undefined,
+      },
+      this.protocolVersion === 3 ? 4 : this.protocolVersion,
+    ));
+    this.publishWillOnClose = false;
+    this.#closeGracefully(`refused: ${why}`);
+  }
+
+  /** On resumption: every unacknowledged PUBLISH (DUP=1) and PUBREL, in order, with original ids [MQTT-4.4.0-1]. */
+  #resend(): void {
+    const session = this.session!;
+    const now = Date.now();
+    for (const entry of session.inflight.values()) {
+      this.broker.metrics.retransmissions++;
+      entry.sentAt = now;
+      entry.overdueReported = false;
+      if (entry.state === "pubrel") {
+        this.send(
+          encodePacket(
+            { type: PacketType.Pubrel, packetId: entry.packetId, reasonCode: 0 },
+            this.protocolVersion,
+          ),
+        );
+      } else {
+        this.#writePublish(entry, entry.packetId, true, now);
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- PUBLISH in
+
+  #onPublish(p: PublishPacket): Promise<void> | undefined {
+    const broker = this.broker;
+    const opts = broker.options;
+    const session = this.session!;
+    let topic = p.topic;
+    const props = p.properties;
+    if (props?.topicAlias !== undefined) {
+      const alias = props.topicAlias;
+      if (alias === 0 || alias > opts.topicAliasMaximum) {
+        this.disconnect(
+          ReasonCode.TopicAliasInvalid,
+          `topic alias ${alias} outside 1..${opts.topicAliasMaximum}`,
+        );
+        return;
+      }
+      if (topic.length > 0) this.#aliasesIn.set(alias, topic);
+      else {
+        const mapped = this.#aliasesIn.get(alias);
+        if (mapped === undefined) {
+          this.disconnect(ReasonCode.ProtocolError, `topic alias ${alias} is not mapped`);
+          return;
+        }
+        topic = mapped;
+      }
+    } else if (topic.length === 0) {
+      this.disconnect(ReasonCode.ProtocolError, "empty topic name without topic alias");
+      return;
+    }
+    if (p.qos > opts.maximumQos) {
+      this.disconnect(
+        ReasonCode.QoSNotSupported,
+        `QoS ${p.qos} above Maximum QoS ${opts.maximumQos}`,
+      );
+      return;
+    }
+    if (p.retain && !opts.retainAvailable) {
+      this.disconnect(ReasonCode.RetainNotSupported, "retain is not supported");
+      return;
+    }
+    if (props?.responseTopic !== undefined && topicNameError(props.responseTopic) !== undefined) {
+      // [MQTT-3.3.2-14]
+      this.disconnect(ReasonCode.ProtocolError, "Response Topic is not a valid topic name");
+      return;
+    }
+    if (p.qos > 0) {
+      const duplicateQos2 = p.qos === 2 && session.inboundQos2.has(p.packetId!);
+      if (!duplicateQos2 && session.inboundQos2.size + this.#pendingQos1 >= opts.receiveMaximum) {
+        // 3.3.4: more unacknowledged QoS>0 PUBLISH than our Receive Maximum.
+        this.disconnect(ReasonCode.ReceiveMaximumExceeded, "Receive Maximum exceeded");
+        return;
+      }
+      if (duplicateQos2) {
+        // [MQTT-4.3.3-10] a re-sent PUBLISH before PUBREL is acknowledged again, not delivered again.
+        this.#ack(PacketType.Pubrec, p.packetId!, 0);
+        return;
+      }
+    }
+    broker.metrics.messagesReceived++;
+    let refusal = 0;
+    let why = "";
+    const nameError = topicNameError(topic, broker.topicLimits);
+    if (nameError !== undefined) {
+      refusal = ReasonCode.TopicNameInvalid;
+      why = nameError;
+    } else if (topic.startsWith("$")) {
+      // 4.7.2: `$` topics are the server's; clients may not publish to them.
+      refusal = ReasonCode.NotAuthorized;
+      why = "topics starting with $ are reserved";
+    } else if (props?.payloadFormatIndicator === 1 && !isUtf8(p.payload)) {
+      refusal = ReasonCode.PayloadFormatInvalid;
+      why = "payload is not UTF-8 as its Payload Format Indicator says";
+    } else if (!broker.auth.authorizePublish(this.info, topic)) {
+      refusal = ReasonCode.NotAuthorized;
+      why = "not authorized";
+    }
+    if (refusal !== 0) {
+      broker.logger.info("publish refused", {
+        clientId: this.clientId,
+        topic,
+        reason: `0x${refusal.toString(16)}`,
+        why,
+      });
+      if (!this.v5) {
+        if (refusal === ReasonCode.TopicNameInvalid) {
+          this.#abort(`invalid topic name: ${why}`); // 3.1.1: a protocol violation closes
+          return;
+        }
+        // 3.1.1 [MQTT-3.3.5-2]: acknowledge as usual and drop.
+        if (p.qos === 1) this.#ack(PacketType.Puback, p.packetId!, 0);
+        else if (p.qos === 2) {
+          session.inboundQos2.add(p.packetId!);
+          this.#ack(PacketType.Pubrec, p.packetId!, 0);
+        }
+        return;
+      }
+      if (p.qos === 0) {
+        if (refusal === ReasonCode.TopicNameInvalid) this.disconnect(refusal, why);
+        return;
+      }
+      // A PUBREC >= 0x80 completes the exchange: the id is free again [MQTT-4.3.3-12].
+      this.#ack(p.qos === 1 ? PacketType.Puback : PacketType.Pubrec, p.packetId!, refusal, why);
+      return;
+    }
+    const now = Date.now();
+    const expiry = props?.messageExpiryInterval;
+    const message: Message = {
+      topic,
+      payload: p.payload,
+      qos: p.qos,
+      retain: p.retain,
+      properties: forwardableProperties(props),
+      expiresAt: expiry !== undefined ? now + expiry * 1000 : undefined,
+      publisherId: this.clientId,
+      id: broker.nextMessageId(),
+    };
+    const matched = broker.publish(message, now);
+    if (p.qos === 0) return;
+    const code = matched === 0 && this.v5 ? ReasonCode.NoMatchingSubscribers : 0;
+    if (p.qos === 2) {
+      session.inboundQos2.add(p.packetId!);
+      broker.persistInboundQos2(session, p.packetId!, true);
+    }
+    const ackType = p.qos === 1 ? PacketType.Puback : PacketType.Pubrec;
+    if (!broker.store.dirty) {
+      this.#ack(ackType, p.packetId!, code);
+      return;
+    }
+    // Durability rule: the ack goes out only once the message and its queue entries are committed.
+    if (p.qos === 1) this.#pendingQos1++;
+    return broker.store.flush().then(
+      () => {
+        if (p.qos === 1) this.#pendingQos1--;
+        if (this.state === "connected") this.#ack(ackType, p.packetId!, code);
+      },
+      (err) => {
+        if (p.qos === 1) this.#pendingQos1--;
+        broker.logger.error("store commit failed; publish not acknowledged", {
+          clientId: this.clientId,
+          error: err,
+        });
+        if (this.state === "connected") {
+          this.#ack(ackType, p.packetId!, ReasonCode.UnspecifiedError, "storage failure");
+        }
+      },
+    );
+  }
+
+  #onPubrel(p: PubAckPacket): void {
+    const session = this.session!;
+    let code = 0;
+    if (session.inboundQos2.delete(p.packetId)) {
+      this.broker.persistInboundQos2(session, p.packetId, false);
+    } else code = ReasonCode.PacketIdentifierNotFound; // [MQTT-4.3.3-11]
+    this.#ack(PacketType.Pubcomp, p.packetId, code);
+  }
+
+  #ack(
+    type: PubAckPacket["type"],
+    packetId: number,
+    reasonCode: number,
+    reasonString?: string,
+  ): void {
+    const properties = this.v5 && reasonString && this.requestProblemInfo
+      ? { reasonString }
+      : undefined;
+    this.send(encodePacket({ type, packetId, reasonCode, properties }, this.protocolVersion));
+  }
+
+  // ---------------------------------------------------------------- acks of our PUBLISH
+
+  #onOutboundAck(p: PubAckPacket): void {
+    const session = this.session!;
+    const entry = session.inflight.get(p.packetId);
+    const broker = this.broker;
+    if (p.type === PacketType.Pubrec) {
+      if (entry === undefined || entry.qos !== 2) {
+        if (p.reasonCode < 0x80) {
+          this.send(encodePacket(
+            {
+              type: PacketType.Pubrel,
+              packetId: p.packetId,
+              reasonCode: ReasonCode.PacketIdentifierNotFound,
+            },
+            this.protocolVersion,
+          ));
+        }
+        return;
+      }
+      if (p.reasonCode >= 0x80) {
+        // [MQTT-4.4.0-2] a PUBREC >= 0x80 completes the message: never resend it.
+        this.#complete(session, entry);
+        return;
+      }
+      entry.state = "pubrel";
+      entry.sentAt = Date.now();
+      entry.overdueReported = false;
+      broker.persistInflight(session, entry);
+      this.send(
+        encodePacket(
+          { type: PacketType.Pubrel, packetId: p.packetId, reasonCode: 0 },
+          this.protocolVersion,
+        ),
+      );
+      return;
+    }
+    if (entry === undefined) return; // late or duplicate ack: nothing to do
+    if (p.type === PacketType.Puback ? entry.qos !== 1 : entry.state !== "pubrel") {
+      broker.logger.debug("ack of the wrong kind ignored", {
+        clientId: this.clientId,
+        packetId: p.packetId,
+      });
+      return;
+    }
+    this.#complete(session, entry);
+  }
+
+  #complete(session: Session, entry: InflightEntry): void {
+    session.inflight.delete(entry.packetId);
+    this.broker.persistInflightDone(session, entry.packetId);
+    this.pump();
+  }
+
+  // ---------------------------------------------------------------- SUBSCRIBE
+
+  #onSubscribe(p: SubscribePacket): Promise<void> | undefined {
+    const broker = this.broker;
+    const opts = broker.options;
+    const session = this.session!;
+    const subId = p.properties?.subscriptionIdentifiers?.[0];
+    if (subId !== undefined && !opts.subscriptionIdentifierAvailable) {
+      this.disconnect(
+        ReasonCode.SubscriptionIdentifiersNotSupported,
+        "Subscription Identifiers are not supported",
+      );
+      return;
+    }
+    const codes: number[] = [];
+    const granted: { index: number; existed: boolean; filter: string; shared: boolean }[] = [];
+    for (let i = 0; i < p.subscriptions.length; i++) {
+      const sub = p.subscriptions[i];
+      const parsed = parseTopicFilter(sub.topicFilter, broker.topicLimits);
+      if (typeof parsed === "string") {
+        codes.push(this.v5 ? ReasonCode.TopicFilterInvalid : 0x80);
+        continue;
+      }
+      if (parsed.shareGroup !== undefined) {
+        if (!opts.sharedSubscriptionAvailable) {
+          this.disconnect(
+            ReasonCode.SharedSubscriptionsNotSupported,
+            "shared subscriptions are not supported",
+          );
+          return;
+        }
+        if (sub.noLocal && this.v5) {
+          this.disconnect(
+            ReasonCode.ProtocolError,
+            "No Local on a shared subscription [MQTT-3.8.3-4]",
+          );
+          return;
+        }
+      }
+      if (parsed.hasWildcard && !opts.wildcardSubscriptionAvailable) {
+        this.disconnect(
+          ReasonCode.WildcardSubscriptionsNotSupported,
+          "wildcard subscriptions are not supported",
+        );
+        return;
+      }
+      const existing = session.subscriptions.get(sub.topicFilter);
+      if (!existing && session.subscriptions.size >= opts.maxSubscriptionsPerClient) {
+        codes.push(this.v5 ? ReasonCode.QuotaExceeded : 0x80);
+        continue;
+      }
+      if (!broker.auth.authorizeSubscribe(this.info, sub.topicFilter)) {
+        codes.push(this.v5 ? ReasonCode.NotAuthorized : 0x80);
+        continue;
+      }
+      const qos = Math.min(sub.qos, opts.maximumQos) as 0 | 1 | 2; // [MQTT-3.8.4-7]
+      broker.subscribe(session, {
+        clientId: session.clientId,
+        rawFilter: sub.topicFilter,
+        qos,
+        // 3.1.1 subscriptions act as No Local 0, Retain As Published 0, Retain Handling 0 (checklist §12).
+        noLocal: this.v5 && sub.noLocal,
+        retainAsPublished: this.v5 && sub.retainAsPublished,
+        retainHandling: this.v5 ? sub.retainHandling : 0,
+        subscriptionId: subId,
+        shareGroup: parsed.shareGroup,
+      }, parsed.filter);
+      codes.push(qos);
+      granted.push({
+        index: i,
+        existed: existing !== undefined,
+        filter: parsed.filter,
+        shared: parsed.shareGroup !== undefined,
+      });
+    }
+    const finish = () => {
+      if (this.state !== "connected") return;
+      this.send(
+        encodePacket(
+          { type: PacketType.Suback, packetId: p.packetId, reasonCodes: codes },
+          this.protocolVersion,
+        ),
+      );
+      // Retained messages after the SUBACK: Retain Handling 0 always, 1 only for a new subscription,
+      // 2 never [MQTT-3.3.1-9..11]; never on shared subscriptions.
+      const now = Date.now();
+      for (const g of granted) {
+        const sub = p.subscriptions[g.index];
+        if (g.shared) continue;
+        const rh = this.v5 ? sub.retainHandling : 0;
+        if (rh === 2 || (rh === 1 && g.existed)) continue;
+        const entry = session.subscriptions.get(sub.topicFilter)!;
+        for (const m of broker.retained.match(g.filter, now)) {
+          if (!broker.auth.authorizeDelivery(this.info, m.topic)) continue;
+          this.deliver({
+            message: m,
+            qos: Math.min(m.qos, entry.qos) as 0 | 1 | 2,
+            retain: true,
+            subscriptionIds: entry.subscriptionId !== undefined
+              ? [entry.subscriptionId]
+              : undefined,
+          }, now);
+        }
+      }
+    };
+    if (!broker.store.dirty) {
+      finish();
+      return;
+    }
+    // A SUBSCRIBE is acknowledged only after the subscription is committed.
+    return broker.store.flush().then(finish, (err) => {
+      broker.logger.error("store commit failed; subscribe refused", {
+        clientId: this.clientId,
+        error: err,
+      });
+      if (this.state === "connected") {
+        this.send(encodePacket(
+          {
+            type: PacketType.Suback,
+            packetId: p.packetId,
+            reasonCodes: codes.map(() => this.v5 ? ReasonCode.UnspecifiedError : 0x80),
+          },
+          this.protocolVersion,
+        ));
+      }
+    });
+  }
+
+  #onUnsubscribe(p: UnsubscribePacket): Promise<void> | undefined {
+    const broker = this.broker;
+    const session = this.session!;
+    const codes = p.topicFilters.map((raw) => {
+      const parsed = parseTopicFilter(raw, broker.topicLimits);
+      if (typeof parsed === "string") return ReasonCode.TopicFilterInvalid;
+      // [MQTT-3.10.4-1] filters compare character by character.
+      return broker.unsubscribe(session, raw)
+        ? ReasonCode.Success
+        : ReasonCode.NoSubscriptionExisted;
+    });
+    const finish = () => {
+      if (this.state === "connected") {
+        this.send(
+          encodePacket(
+            { type: PacketType.Unsuback, packetId: p.packetId, reasonCodes: codes },
+            this.protocolVersion,
+          ),
+        );
+      }
+    };
+    if (!broker.store.dirty) {
+      finish();
+      return;
+    }
+    return broker.store.flush().then(finish, finish);
+  }
+
+  // ---------------------------------------------------------------- DISCONNECT / AUTH
+
+  #onDisconnect(p: DisconnectPacket): void {
+    const session = this.session!;
+    const expiry = p.properties?.sessionExpiryInterval;
+    if (expiry !== undefined) {
+      if (this.connectExpirySec === 0 && expiry !== 0) {
+        // 3.14.2.2.2: not a normal disconnection, so the Will is published.
+        this.disconnect(ReasonCode.ProtocolError, "Session Expiry changed from 0 in DISCONNECT");
+        return;
+      }
+      session.expirySec = Math.min(expiry, this.broker.options.maxSessionExpirySec);
+      this.broker.persistSession(session);
+    }
+    // [MQTT-3.14.4-3] DISCONNECT 0x00 discards the Will; 0x04 and error codes publish it. 3.1.1 always discards.
+    this.publishWillOnClose = this.v5 && p.reasonCode !== ReasonCode.NormalDisconnection;
+    this.#closeReason = `client DISCONNECT 0x${p.reasonCode.toString(16)}`;
+    this.#abort(this.#closeReason);
+  }
+
+  #onAuth(_p: AuthPacket): void {
+    // No Authentication Method was accepted in CONNECT, so AUTH is a Protocol Error [MQTT-4.12.0-6].
+    this.disconnect(ReasonCode.ProtocolError, "AUTH without enhanced authentication");
+  }
+
+  // ---------------------------------------------------------------- delivery out
+
+  /**
+   * Delivers a message to this connected client: QoS 0 is written at once
+   * (or dropped past the soft outbox limit); QoS 1/2 go in flight while the
+   * client's Receive Maximum allows, else wait in the session queue in order.
+   */
+  deliver(d: Delivery, now: number): void {
+    const session = this.session!;
+    const metrics = this.broker.metrics;
+    if (isExpired(d.message, now)) {
+      metrics.expiredDropped++;
+      return;
+    }
+    if (d.qos === 0) {
+      if (this.outbox.bufferedBytes > this.broker.options.outboxSoftLimitBytes) {
+        metrics.qos0DroppedSlowReader++;
+        this.#checkHardLimit();
+        return;
+      }
+      this.#writePublish(d, 0, false, now);
+      return;
+    }
+    if (
+      session.queue.length === 0 && session.inflight.size < this.sendQuota &&
+      this.outbox.bufferedBytes <= this.broker.options.outboxSoftLimitBytes
+    ) {
+      this.#sendInflight(d, now);
+      return;
+    }
+    this.broker.enqueue(session, d);
+  }
+
+  /** Moves queued messages into flight while the client's quota and the outbox allow. */
+  pump(): void {
+    const session = this.session;
+    if (!session || this.state !== "connected") return;
+    const soft = this.broker.options.outboxSoftLimitBytes;
+    let changed = false;
+    const now = Date.now();
+    while (
+      session.queue.length > 0 && session.inflight.size < this.sendQuota &&
+      this.outbox.bufferedBytes <= soft
+    ) {
+      const d = session.queue.shift()!;
+      changed = true;
+      if (isExpired(d.message, now)) {
+        this.broker.metrics.expiredDropped++;
+        continue;
+      }
+      this.#sendInflight(d, now);
+    }
+    if (changed && session.expirySec > 0) this.broker.persistQueue(session);
+  }
+
+  #sendInflight(d: Delivery, now: number): void {
+    const session = this.session!;
+    if (this.#encodedSize(d, now) > this.maxPacketSizeOut) {
+      // [MQTT-3.1.2-25] too large for this client: dropped, counts as delivered.
+      this.broker.metrics.oversizeDropped++;
+      return;
+    }
+    const packetId = session.allocatePacketId();
+    if (packetId === undefined) {
+      this.broker.enqueue(session, d);
+      return;
+    }
+    const entry: InflightEntry = { ...d, packetId, state: "publish", sentAt: now };
+    session.inflight.set(packetId, entry);
+    this.broker.persistInflight(session, entry);
+    this.#writePublish(d, packetId, false, now);
+  }
+
+  #encodedSize(d: Delivery, now: number): number {
+    if (this.maxPacketSizeOut === Number.POSITIVE_INFINITY) return 0;
+    return this.#encode(d, 1, false, now).length;
+  }
+
+  #writePublish(d: Delivery, packetId: number, dup: boolean, now: number): void {
+    const bytes = this.#encode(d, packetId, dup, now);
+    if (bytes.length > this.maxPacketSizeOut) {
+      this.broker.metrics.oversizeDropped++;
+      return;
+    }
+    this.broker.metrics.messagesDelivered++;
+    this.send(bytes);
+  }
+
+  /**
+   * Encodes a PUBLISH for this client. Copies without per-subscriber
+   * properties share one encoding per (version, QoS, retain) on the message;
+   * QoS>0 copies patch their packet id and DUP flag into a copy of it.
+   */
+  #encode(d: Delivery, packetId: number, dup: boolean, now: number): Uint8Array {
+    const m = d.message;
+    const v5 = this.v5;
+    const expirySec = remainingExpirySec(m, now);
+    const perSubscriber = v5 && (d.subscriptionIds !== undefined || expirySec !== undefined);
+    if (!perSubscriber) {
+      const cache = (m as MessageWithCache).encoded ??= new Map();
+      const key = (v5 ? 8 : 0) | (d.retain ? 4 : 0) | d.qos;
+      let bytes = cache.get(key);
+      if (bytes === undefined) {
+        bytes = encodePublish({
+          type: PacketType.Publish,
+          topic: m.topic,
+          payload: m.payload,
+          qos: d.qos,
+          retain: d.retain,
+          dup: false,
+          packetId: d.qos > 0 ? 1 : undefined,
+          properties: v5 ? m.properties : undefined,
+        }, v5);
+        cache.set(key, bytes);
+      }
+      if (d.qos === 0) return bytes;
+      const copy = bytes.slice();
+      if (dup) copy[0] |= 0x08;
+      // The packet id follows the fixed header and the topic string.
+      let off = 1;
+      while (copy[off] & 0x80) off++;
+      off += 1;
+      off += 2 + ((copy[off] << 8) | copy[off + 1]);
+      copy[off] = packetId >> 8;
+      copy[off + 1] = packetId & 0xff;
+      return copy;
+    }
+    const properties: Properties = { ...m.properties };
+    if (expirySec !== undefined) properties.messageExpiryInterval = expirySec; // [MQTT-3.3.2-6]
+    if (d.subscriptionIds !== undefined) properties.subscriptionIdentifiers = d.subscriptionIds;
+    return encodePublish({
+      type: PacketType.Publish,
+      topic: m.topic,
+      payload: m.payload,
+      qos: d.qos,
+      retain: d.retain,
+      dup,
+      packetId: d.qos > 0 ? packetId : undefined,
+      properties,
+    }, true);
+  }
+
+  /** v5: report overdue acks; 3.1.1: resend them with DUP=1 (checklist §5, §12). */
+  checkOverdue(now: number): void {
+    const session = this.session;
+    if (!session || this.state !== "connected" || session.inflight.size === 0) return;
+    const interval = this.broker.options.retryIntervalMs;
+    for (const entry of session.inflight.values()) {
+      if (now - entry.sentAt < interval) continue;
+      if (!this.v5) {
+        this.broker.metrics.retransmissions++;
+        entry.sentAt = now;
+        if (entry.state === "pubrel") {
+          this.send(
+            encodePacket(
+              { type: PacketType.Pubrel, packetId: entry.packetId, reasonCode: 0 },
+              this.protocolVersion,
+            ),
+          );
+        } else this.#writePublish(entry, entry.packetId, true, now);
+        continue;
+      }
+      if (entry.overdueReported) continue;
+      entry.overdueReported = true;
+      this.broker.metrics.overdueAcks++;
+      this.broker.logger.warn("acknowledgement overdue", {
+        clientId: this.clientId,
+        packetId: entry.packetId,
+        waitingMs: now - entry.sentAt,
+      });
+      if (this.broker.options.closeOnOverdueAck) {
+        this.disconnect(
+          ReasonCode.UnspecifiedError,
+          "acknowledgement overdue; resent on reconnection",
+        );
+        return;
+      }
+    }
+  }
+
+  #checkHardLimit(): void {
+    if (this.outbox.bufferedBytes > this.broker.options.outboxHardLimitBytes) {
+      this.broker.metrics.slowReaderDisconnects++;
+      this.broker.logger.warn("slow reader disconnected", {
+        clientId: this.clientId,
+        unsentBytes: this.outbox.bufferedBytes,
+      });
+      this.#abort("unsent bytes above the hard limit");
+    }
+  }
+
+  // ---------------------------------------------------------------- writing and closing
+
+  /** Queues encoded bytes for the client. */
+  send(bytes: Uint8Array): void {
+    if (this.state === "closed") return;
+    this.broker.metrics.packetsSent++;
+    this.outbox.write(bytes);
+  }
+
+  /**
+   * Ends the connection with a reason: DISCONNECT (v5, after CONNACK) or a
+   * refusing CONNACK (before it), then a graceful close. The Will is published.
+   */
+  disconnect(reasonCode: number, why: string): void {
+    if (this.state === "closing" || this.state === "closed") return;
+    if (reasonCode === ReasonCode.ProtocolError || reasonCode === ReasonCode.MalformedPacket) {
+      this.broker.metrics.protocolErrors++;
+    }
+    if (this.state === "connecting") {
+      this.#refuseConnect(reasonCode, why);
+      return;
+    }
+    this.broker.logger.info("disconnecting client", {
+      clientId: this.clientId,
+      reason: `0x${reasonCode.toString(16)}`,
+      why,
+    });
+    if (this.v5) {
+      const properties = { reasonString: why }; // allowed on DISCONNECT even without Request Problem Information
+      const bytes = encodePacket({ type: PacketType.Disconnect, reasonCode, properties }, 5);
+      // The DISCONNECT must fit the client's Maximum Packet Size: drop the reason string if not.
+      this.send(
+        bytes.length <= this.maxPacketSizeOut
+          ? bytes
+          : encodePacket({ type: PacketType.Disconnect, reasonCode }, 5),
+      );
+    }
+    this.#closeGracefully(why);
+  }
+
+  #protocolFailure(err: MqttError): void {
+    this.broker.logger.info("protocol error", {
+      clientId: this.clientId || undefined,
+      address: this.conn.remoteAddress,
+      reason: `0x${err.reasonCode.toString(16)}`,
+      why: err.message,
+    });
+    if (this.state === "connecting") {
+      if (err.reasonCode === ReasonCode.UnsupportedProtocolVersion) {
+        // [MQTT-3.1.2-2] answer in a format the client understands: v5 CONNACK for level 5, else 3.1.1.
+        this.protocolVersion = err.protocolVersion === 5 ? 5 : 4;
+        this.#refuseConnect(err.reasonCode, err.message);
+        return;
+      }
+      if (this.decoder.protocolVersion === 5 && err.reasonCode !== ReasonCode.MalformedPacket) {
+        this.#refuseConnect(err.reasonCode, err.message);
+        return;
+      }
+      this.broker.metrics.protocolErrors++;
+      this.#abort(err.message); // malformed CONNECT: close without CONNACK
+      return;
+    }
+    if (this.state === "connected") this.disconnect(err.reasonCode, err.message);
+  }
+
+  /** Graceful close: flush, end our write side, drain what the client still sends, then close. */
+  #closeGracefully(why: string): void {
+    if (this.state === "closing" || this.state === "closed") return;
+    this.state = "closing";
+    this.#closeReason = why;
+    this.broker.onConnectionEnded(this, why);
+    this.outbox.drained().then(async () => {
+      await this.conn.closeWrite();
+      this.#writeSideClosed = true;
+      if (this.#readEnded) this.#finish();
+      else if (this.state === "closing") {
+        this.#drainTimer = setTimeout(() => this.#finish(), CLOSE_DRAIN_MS);
+      }
+    });
+  }
+
+  #readEnded = false;
+  #writeSideClosed = false;
+  #drainTimer?: ReturnType<typeof setTimeout>;
+
+  /** Immediate close (network error, client DISCONNECT, first packet not CONNECT). */
+  #abort(why: string): void {
+    if (this.state === "closed") return;
+    const wasOpen = this.state !== "closing";
+    this.state = "closing";
+    this.#closeReason ||= why;
+    if (wasOpen) this.broker.onConnectionEnded(this, why);
+    this.outbox.drained().then(() => this.#finish());
+  }
+
+  #finish(): void {
+    if (this.#drainTimer !== undefined) clearTimeout(this.#drainTimer);
+    this.#drainTimer = undefined;
+    if (this.state === "closed") return;
+    this.state = "closed";
+    this.conn.close();
+    this.broker.onConnectionClosed(this);
+  }
+
+  /** Why the connection ended, for logs. */
+  get closeReason(): string {
+    return this.#closeReason;
+  }
+}
+
+type MessageWithCache = Message & { encoded?: Map<number, Uint8Array> };
+
+function isUtf8(bytes: Uint8Array): boolean {
+  try {
+    utf8Strict.decode(bytes);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,110 @@
+/**
+ * The transport seam: a byte stream per client and a listener that accepts
+ * them. TCP lives here; TLS and WebSocket listeners implement the same shapes
+ * and feed the same connection loop.
+ *
+ * @module
+ */
+
+/** A bidirectional byte stream to one client. */
+export interface ByteConn {
+  /** Peer address for logs and limits. */
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+  /** Reads into `buf`; resolves to the byte count, or null at end of stream. */
+  read(buf: Uint8Array): Promise<number | null>;
+  /** Writes some of `buf` (possibly not all); resolves to the count written. */
+  write(buf: Uint8Array): Promise<number>;
+  /** Ends our write side (TCP FIN) so the peer reads what we sent before the close. */
+  closeWrite(): Promise<void>;
+  /** Closes both directions; safe to call twice. */
+  close(): void;
+}
+
+/** Accepts client connections. */
+export interface ConnListener {
+  /** Bound address. */
+  readonly host: string;
+  readonly port: number;
+  /** Next connection, or null once closed. */
+  accept(): Promise<ByteConn | null>;
+  /** Stops accepting. */
+  close(): void;
+}
+
+class TcpByteConn implements ByteConn {
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+  readonly #conn: Deno.TcpConn;
+  #closed = false;
+
+  constructor(conn: Deno.TcpConn) {
+    this.#conn = conn;
+    const addr = conn.remoteAddr as Deno.NetAddr;
+    this.remoteAddress = addr.hostname;
+    this.remotePort = addr.port;
+    // Accepted sockets start with Nagle on: small acks would stall 40 ms (deno-notes §3).
+    try {
+      conn.setNoDelay(true);
+    } catch { /* socket already gone */ }
+  }
+
+  read(buf: Uint8Array): Promise<number | null> {
+    return this.#conn.read(buf);
+  }
+
+  write(buf: Uint8Array): Promise<number> {
+    return this.#conn.write(buf);
+  }
+
+  async closeWrite(): Promise<void> {
+    if (this.#closed) return;
+    try {
+      await this.#conn.closeWrite();
+    } catch { /* peer already gone */ }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#conn.close();
+    } catch { /* already closed */ }
+  }
+}
+
+/** A plain TCP listener (`Deno.listen`). */
+export class TcpListener implements ConnListener {
+  readonly host: string;
+  readonly port: number;
+  readonly #listener: Deno.TcpListener;
+  #closed = false;
+
+  constructor(host: string, port: number) {
+    this.#listener = Deno.listen({ hostname: host, port, transport: "tcp" });
+    const addr = this.#listener.addr as Deno.NetAddr;
+    this.host = addr.hostname;
+    this.port = addr.port;
+  }
+
+  async accept(): Promise<ByteConn | null> {
+    while (!this.#closed) {
+      try {
+        return new TcpByteConn(await this.#listener.accept());
+      } catch (err) {
+        if (this.#closed || err instanceof Deno.errors.BadResource) return null;
+        // Transient accept failures (EMFILE, ECONNABORTED): back off briefly and go on.
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    return null;
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#listener.close();
+    } catch { /* already closed */ }
+  }
+}

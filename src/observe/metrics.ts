@@ -1,0 +1,51 @@
+/**
+ * Broker counters and gauges, readable as a plain object or Prometheus text.
+ *
+ * @module
+ */
+
+/** Every counter the broker keeps. Names say what was counted. */
+export class Metrics {
+  connectionsAccepted = 0;
+  connectionsRefused = 0;
+  connectionsCurrent = 0;
+  packetsReceived = 0;
+  packetsSent = 0;
+  bytesReceived = 0;
+  messagesReceived = 0;
+  messagesDelivered = 0;
+  /** QoS 0 messages dropped because a connection's unsent bytes passed the soft limit. */
+  qos0DroppedSlowReader = 0;
+  /** Connections closed because their unsent bytes passed the hard limit. */
+  slowReaderDisconnects = 0;
+  /** Messages dropped because a session queue was full (count or bytes). */
+  queueFullDropped = 0;
+  /** QoS 0 messages not queued for an offline session. */
+  offlineQos0Dropped = 0;
+  /** Messages dropped because they exceed the client's Maximum Packet Size. */
+  oversizeDropped = 0;
+  /** Messages that expired before delivery. */
+  expiredDropped = 0;
+  /** Outgoing QoS>0 messages whose acknowledgement was overdue. */
+  overdueAcks = 0;
+  /** QoS>0 messages resent (3.1.1 timed resend, or on session resumption). */
+  retransmissions = 0;
+  retainedRefused = 0;
+  protocolErrors = 0;
+  keepAliveTimeouts = 0;
+  connectTimeouts = 0;
+  willsPublished = 0;
+  sessionsExpired = 0;
+  takeovers = 0;
+
+  /** Prometheus text exposition of every counter. */
+  toPrometheus(gauges: Record<string, number> = {}): string {
+    let out = "";
+    for (const [key, value] of Object.entries({ ...this, ...gauges })) {
+      if (typeof value !== "number") continue;
+      const name = "mqtt_" + key.replace(/[A-Z]/g, (c) => "_" + c.toLowerCase());
+      out += `${name} ${value}\n`;
+    }
+    return out;
+  }
+}

@@ -1,0 +1,119 @@
+import type { QoS, Will } from "../codec/mod.ts";
+import type { Message, SubscriptionEntry } from "../routing/mod.ts";
+
+/** A message waiting for delivery to one session, with that session's delivery options. */
+export interface Delivery {
+  message: Message;
+  /** min(published QoS, granted QoS) [MQTT-3.8.4-8]. */
+  qos: QoS;
+  /** RETAIN flag to send. */
+  retain: boolean;
+  /** Subscription Identifiers of the matching subscriptions [MQTT-3.3.4-3]. */
+  subscriptionIds?: number[];
+}
+
+/** An outgoing QoS 1/2 message sent and not yet completely acknowledged. */
+export interface InflightEntry extends Delivery {
+  packetId: number;
+  /** "publish": waiting for PUBACK/PUBREC; "pubrel": PUBREL sent, waiting for PUBCOMP. */
+  state: "publish" | "pubrel";
+  /** Epoch ms of the last send, for the overdue check. */
+  sentAt: number;
+  /** Whether the overdue acknowledgement was already reported. */
+  overdueReported?: boolean;
+}
+
+/** A Will held in a session until it is published or discarded. */
+export interface PendingWill {
+  will: Will;
+  /** Will Delay Interval in seconds (v5; 0 for 3.1.1). */
+  delaySec: number;
+}
+
+/** Bounded FIFO of deliveries; amortised O(1) at both ends. */
+export class DeliveryQueue {
+  #items: (Delivery | undefined)[] = [];
+  #head = 0;
+  bytes = 0;
+
+  get length(): number {
+    return this.#items.length - this.#head;
+  }
+
+  push(d: Delivery): void {
+    this.#items.push(d);
+    this.bytes += d.message.payload.length;
+  }
+
+  shift(): Delivery | undefined {
+    if (this.#head >= this.#items.length) return undefined;
+    const d = this.#items[this.#head];
+    this.#items[this.#head++] = undefined;
+    if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
+      this.#items = this.#items.slice(this.#head);
+      this.#head = 0;
+    }
+    if (d) this.bytes -= d.message.payload.length;
+    return d;
+  }
+
+  peek(): Delivery | undefined {
+    return this.#items[this.#head];
+  }
+
+  /** Removes everything and returns it, oldest first. */
+  drain(): Delivery[] {
+    const out = this.#items.slice(this.#head) as Delivery[];
+    this.#items = [];
+    this.#head = 0;
+    this.bytes = 0;
+    return out;
+  }
+
+  *[Symbol.iterator](): IterableIterator<Delivery> {
+    for (let i = this.#head; i < this.#items.length; i++) yield this.#items[i]!;
+  }
+}
+
+/**
+ * Session state (spec 4.1, checklist §8): existence, subscriptions, QoS 1/2
+ * messages in flight, queued messages, inbound QoS 2 ids awaiting PUBREL,
+ * the Will and the expiry deadline. Not session state: topic aliases, quotas,
+ * Maximum Packet Size, Keep Alive (those live on the connection).
+ */
+export class Session {
+  readonly clientId: string;
+  protocolVersion: number;
+  /** Session Expiry Interval in seconds (0xFFFFFFFF = never). */
+  expirySec: number;
+  readonly subscriptions = new Map<string, SubscriptionEntry>();
+  /** Outgoing in-flight messages by packet id, in send order. */
+  readonly inflight = new Map<number, InflightEntry>();
+  readonly queue = new DeliveryQueue();
+  /** Inbound QoS 2 packet ids that got PUBREC and await PUBREL [MQTT-4.3.3-8]. */
+  readonly inboundQos2 = new Set<number>();
+  will?: PendingWill;
+  /** Epoch ms at which a delayed Will is due (while disconnected). */
+  willDueAt?: number;
+  /** Epoch ms at which the session expires (while disconnected). */
+  expiresAt?: number;
+  /** Whether the session is live on a connection. */
+  connected = false;
+  #nextPacketId = 1;
+
+  constructor(clientId: string, protocolVersion: number, expirySec: number) {
+    this.clientId = clientId;
+    this.protocolVersion = protocolVersion;
+    this.expirySec = expirySec;
+  }
+
+  /** Allocates a packet id not in use by an in-flight message [MQTT-2.2.1-4]; undefined if all 65,535 are. */
+  allocatePacketId(): number | undefined {
+    if (this.inflight.size >= 65_535) return undefined;
+    for (;;) {
+      const id = this.#nextPacketId;
+      this.#nextPacketId = id === 65_535 ? 1 : id + 1;
+      if (!this.inflight.has(id)) return id;
+    }
+  }
+}
