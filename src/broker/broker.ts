@@ -15,6 +15,7 @@ import {
 import {
   type Delivery,
   type InflightEntry,
+  KvSessionStore,
   MemorySessionStore,
   Session,
   type SessionStore,
@@ -60,7 +61,9 @@ interface Aggregate {
 export class Broker {
   readonly options: BrokerOptions;
   readonly logger: Logger;
-  readonly store: SessionStore;
+  /** Session persistence: opened from `dataPath` at {@link start} unless injected. */
+  store: SessionStore;
+  readonly #injectedStore?: SessionStore;
   readonly auth: AuthHooks;
   readonly metrics = new Metrics();
   readonly retained: RetainedStore;
@@ -86,6 +89,7 @@ export class Broker {
   constructor(options: BrokerOptions, deps: BrokerDeps = {}) {
     this.options = options;
     this.logger = deps.logger ?? silentLogger;
+    this.#injectedStore = deps.store;
     this.store = deps.store ?? new MemorySessionStore();
     this.auth = deps.auth ?? defaultAuthHooks(options.allowAnonymous);
     this.retained = new RetainedStore(options.maxRetainedMessages, options.maxRetainedBytes);
@@ -105,17 +109,20 @@ export class Broker {
 
   /** Restores persisted state, opens the listeners and starts housekeeping. */
   async start(): Promise<void> {
-    await this.#restore();
+    if (!this.#injectedStore && this.options.dataPath !== ":memory:") {
+      this.store = await KvSessionStore.open(this.options.dataPath, { logger: this.logger });
+    }
+    try {
+      await this.#restore();
+    } catch (err) {
+      await this.store.close();
+      throw err;
+    }
     for (const l of this.options.listeners) {
       const listener = new TcpListener(l.host, l.port);
       this.#listeners.push(listener);
       this.addresses.push({ host: listener.host, port: listener.port });
       this.#acceptLoops.push(this.#acceptLoop(listener));
-      this.logger.info("listening", {
-        transport: l.type,
-        host: listener.host,
-        port: listener.port,
-      });
     }
     this.#sweepTimer = setInterval(() => this.#sweep(), this.#sweepIntervalMs);
   }
@@ -151,7 +158,6 @@ export class Broker {
     this.#sweepTimer = undefined;
     if (this.store.dirty) await this.store.flush().catch(() => {});
     await this.store.close();
-    this.logger.info("broker stopped");
   }
 
   async #acceptLoop(listener: ConnListener): Promise<void> {
@@ -354,8 +360,9 @@ export class Broker {
     if (session.expirySec > 0) this.store.deleteInflight(session.clientId, packetId);
   }
 
-  persistQueue(session: Session): void {
-    if (session.expirySec > 0) this.store.replaceQueue(session.clientId, [...session.queue]);
+  /** Records that a queued delivery left the queue (sent, expired or dropped). */
+  persistDequeue(session: Session, d: Delivery): void {
+    if (session.expirySec > 0) this.store.dequeue(session.clientId, d);
   }
 
   persistInboundQos2(session: Session, packetId: number, present: boolean): void {
@@ -548,8 +555,14 @@ export class Broker {
         session.subscriptions.set(entry.rawFilter, entry);
         this.#tree.add(parsed.filter, entry);
       }
-      for (const entry of s.inflight) session.inflight.set(entry.packetId, entry);
-      for (const d of s.queue) session.queue.push(d);
+      for (const entry of s.inflight) {
+        session.inflight.set(entry.packetId, entry);
+        if (entry.message.id >= this.#nextMessageId) this.#nextMessageId = entry.message.id + 1;
+      }
+      for (const d of s.queue) {
+        session.queue.push(d);
+        if (d.message.id >= this.#nextMessageId) this.#nextMessageId = d.message.id + 1;
+      }
       for (const id of s.inboundQos2) session.inboundQos2.add(id);
       if (s.will) {
         session.will = { will: s.will.will, delaySec: s.will.delaySec };

@@ -818,21 +818,19 @@ export class ClientConnection {
     const session = this.session;
     if (!session || this.state !== "connected") return;
     const soft = this.broker.options.outboxSoftLimitBytes;
-    let changed = false;
     const now = Date.now();
     while (
       session.queue.length > 0 && session.inflight.size < this.sendQuota &&
       this.outbox.bufferedBytes <= soft
     ) {
       const d = session.queue.shift()!;
-      changed = true;
+      this.broker.persistDequeue(session, d);
       if (isExpired(d.message, now)) {
         this.broker.metrics.expiredDropped++;
         continue;
       }
       this.#sendInflight(d, now);
     }
-    if (changed && session.expirySec > 0) this.broker.persistQueue(session);
   }
 
   #sendInflight(d: Delivery, now: number): void {

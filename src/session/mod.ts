@@ -6,3 +6,5 @@
  */
 export * from "./session.ts";
 export * from "./store.ts";
+export * from "./kv_store.ts";
+export * from "./kv_records.ts";

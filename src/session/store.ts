@@ -47,12 +47,12 @@ export interface SessionStore {
   deleteSubscription(clientId: string, rawFilter: string): void;
   /** Appends a delivery to a session's queue. */
   enqueue(clientId: string, delivery: Delivery): void;
-  /** Moves a queued delivery to in flight with its packet id (or saves an in-flight state change). */
+  /** Removes a delivery from a session's queue (it went in flight, expired or was dropped). */
+  dequeue(clientId: string, delivery: Delivery): void;
+  /** Saves an in-flight entry (new, or a state change such as PUBREC → PUBREL pending). */
   saveInflight(clientId: string, entry: InflightEntry): void;
   /** Removes an in-flight entry once its exchange completes. */
   deleteInflight(clientId: string, packetId: number): void;
-  /** Replaces the whole queue (after expiry drops or a drain). */
-  replaceQueue(clientId: string, queue: Delivery[]): void;
   saveInboundQos2(clientId: string, packetId: number, present: boolean): void;
   saveWill(clientId: string, will: (PendingWill & { dueAt?: number }) | undefined): void;
   saveRetained(message: Message): void;
@@ -134,17 +134,17 @@ export class MemorySessionStore implements SessionStore {
   saveInflight(clientId: string, entry: InflightEntry): void {
     const s = this.#session(clientId);
     if (!s) return;
-    // A message leaves the queue when it goes in flight.
-    const i = s.queue.findIndex((d) => d.message === entry.message);
-    if (i >= 0) s.queue.splice(i, 1);
     s.inflight.set(entry.packetId, { ...entry });
   }
   deleteInflight(clientId: string, packetId: number): void {
     this.#session(clientId)?.inflight.delete(packetId);
   }
-  replaceQueue(clientId: string, queue: Delivery[]): void {
+  dequeue(clientId: string, delivery: Delivery): void {
     const s = this.#session(clientId);
-    if (s) s.queue = [...queue];
+    if (!s) return;
+    // Deliveries leave in FIFO order, so the match is almost always at the front.
+    const i = s.queue.indexOf(delivery);
+    if (i >= 0) s.queue.splice(i, 1);
   }
   saveInboundQos2(clientId: string, packetId: number, present: boolean): void {
     const s = this.#session(clientId);
