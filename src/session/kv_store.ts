@@ -634,12 +634,22 @@ function keyId(key: Deno.KvKey): string {
   return JSON.stringify(key, (_k, v) => (typeof v === "bigint" ? v.toString() : v));
 }
 
+/** Lock files this process holds: a process-wide fact, so module-level by nature. */
+const heldLocks = new Set<string>();
+
 function acquireLock(lockPath: string): void {
+  if (heldLocks.has(lockPath)) {
+    throw new Error(
+      `Cannot open data store: ${lockPath} is held by this process; ` +
+        `another broker uses this data path (stop it or choose another --data)`,
+    );
+  }
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       const f = Deno.openSync(lockPath, { write: true, createNew: true });
       f.writeSync(new TextEncoder().encode(`${Deno.pid}\n`));
       f.close();
+      heldLocks.add(lockPath);
       return;
     } catch (err) {
       if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
@@ -653,7 +663,7 @@ function acquireLock(lockPath: string): void {
             `another broker uses this data path (stop it or choose another --data)`,
         );
       }
-      // Stale lock from a killed broker (kill -9): take it over.
+      // Stale lock from a killed broker (kill -9), possibly with our own PID in a container: take it over.
       try {
         Deno.removeSync(lockPath);
       } catch { /* raced with another remover */ }
@@ -675,6 +685,7 @@ function processAlive(pid: number): boolean {
 
 function releaseLock(lockPath: string | undefined): void {
   if (!lockPath) return;
+  heldLocks.delete(lockPath);
   try {
     Deno.removeSync(lockPath);
   } catch { /* already gone */ }

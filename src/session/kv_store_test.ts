@@ -1,0 +1,110 @@
+import assert from "node:assert/strict";
+import { KvSessionStore } from "./kv_store.ts";
+import { decodeRecord, encodeRecord, keyPart, RecordError, splitPayload } from "./kv_records.ts";
+import { runSessionStoreContract } from "../../tests/contracts/session_store_contract.ts";
+
+const dirs: string[] = [];
+function freshPath(): string {
+  const dir = Deno.makeTempDirSync({ prefix: "kvstore-" });
+  dirs.push(dir);
+  return `${dir}/data/broker.db`;
+}
+
+runSessionStoreContract("KvSessionStore", {
+  open: () => KvSessionStore.open(freshPath()),
+  reopen: async (previous) => {
+    const path = (previous as KvSessionStore).path;
+    await previous.close();
+    return KvSessionStore.open(path);
+  },
+});
+
+Deno.test("kv record: a flipped byte fails the checksum", () => {
+  const rec = encodeRecord({ topic: "a/b", payload: new Uint8Array([1, 2, 3]) });
+  assert.deepEqual(decodeRecord<{ topic: string }>(rec).topic, "a/b");
+  const bad = rec.slice();
+  bad[bad.length - 1] ^= 0x01;
+  assert.throws(() => decodeRecord(bad), RecordError);
+  const wrongVersion = rec.slice();
+  wrongVersion[0] = 99;
+  assert.throws(() => decodeRecord(wrongVersion), /unknown record version/);
+});
+
+Deno.test("kv keys: long client ids, topics and filters are hashed to bounded key parts", () => {
+  assert.equal(keyPart("short/topic"), "short/topic");
+  const long = keyPart("x".repeat(10_000));
+  assert.match(long, /^#[0-9a-f]{64}$/);
+  assert.notEqual(keyPart("y".repeat(10_000)), long);
+});
+
+Deno.test("kv payload split: parts stay under the 64 KiB value limit and rejoin exactly", () => {
+  const parts = splitPayload(new Uint8Array(150_000));
+  assert.equal(parts.length, 3);
+  for (const p of parts) assert.ok(p.length <= 60 * 1024);
+  assert.equal(parts.reduce((n, p) => n + p.length, 0), 150_000);
+});
+
+Deno.test("kv store refuses a second opener of the same data path while the first runs", async () => {
+  const path = freshPath();
+  const first = await KvSessionStore.open(path);
+  try {
+    await assert.rejects(() => KvSessionStore.open(path), /another broker uses this data path/);
+  } finally {
+    await first.close();
+  }
+});
+
+Deno.test("kv store sets aside a corrupted record and loads the rest", async () => {
+  const path = freshPath();
+  let store = await KvSessionStore.open(path);
+  await store.load();
+  store.saveSession({ clientId: "ok", protocolVersion: 5, expirySec: 100 });
+  store.saveSession({ clientId: "bad", protocolVersion: 5, expirySec: 100 });
+  await store.flush();
+  await store.close();
+  // Damage one record behind the store's back.
+  const kv = await Deno.openKv(path);
+  const entry = await kv.get<Uint8Array>(["s", "bad"]);
+  const damaged = entry.value!.slice();
+  damaged[damaged.length - 1] ^= 0xff;
+  await kv.set(["s", "bad"], damaged);
+  kv.close();
+  store = await KvSessionStore.open(path);
+  try {
+    const state = await store.load();
+    assert.deepEqual(state.sessions.map((s) => s.record.clientId), ["ok"]);
+    assert.equal(store.report.quarantined.length, 1);
+  } finally {
+    await store.close();
+  }
+  const check = await Deno.openKv(path);
+  const q = await check.get(["quarantine", "s", "bad"]);
+  check.close();
+  assert.ok(
+    q.value instanceof Uint8Array,
+    "the damaged record is kept under the quarantine prefix",
+  );
+});
+
+Deno.test("kv store renames an unopenable file aside and starts empty", async () => {
+  const path = freshPath();
+  await Deno.mkdir(path.slice(0, path.lastIndexOf("/")), { recursive: true });
+  await Deno.writeTextFile(path, "this is not a database, just text ".repeat(200));
+  const store = await KvSessionStore.open(path);
+  try {
+    const state = await store.load();
+    assert.equal(state.sessions.length, 0);
+  } finally {
+    await store.close();
+  }
+  const names = [...Deno.readDirSync(path.slice(0, path.lastIndexOf("/")))].map((e) => e.name);
+  assert.ok(names.some((n) => n.startsWith("broker.db.damaged-")), `renamed aside: ${names}`);
+});
+
+Deno.test("kv store cleanup of temp dirs", () => {
+  for (const d of dirs) {
+    try {
+      Deno.removeSync(d, { recursive: true });
+    } catch { /* in use on some platforms */ }
+  }
+});
