@@ -158,11 +158,9 @@ export class ClientConnection {
       case PacketType.Puback:
       case PacketType.Pubrec:
       case PacketType.Pubcomp:
-        this.#onOutboundAck(p);
-        return;
+        return this.#onOutboundAck(p);
       case PacketType.Pubrel:
-        this.#onPubrel(p);
-        return;
+        return this.#onPubrel(p);
       case PacketType.Subscribe:
         return this.#onSubscribe(p);
       case PacketType.Unsubscribe:
@@ -194,6 +192,8 @@ export class ClientConnection {
       return this.#refuseConnect(ReasonCode.UnsupportedProtocolVersion, "MQTT 3.1 is disabled");
     }
     const props = p.properties ?? {};
+    // Known before any refusal, so a refusing CONNACK fits it too [MQTT-3.2.2-19].
+    if (this.v5) this.maxPacketSizeOut = props.maximumPacketSize ?? Number.POSITIVE_INFINITY;
     if (props.authenticationMethod !== undefined) {
       // Enhanced authentication is not supported [MQTT-4.12.0-1].
       return this.#refuseConnect(
@@ -341,15 +341,19 @@ export class ClientConnection {
       reason: `0x${reasonCode.toString(16)}`,
       why,
     });
-    this.send(encodePacket(
-      {
-        type: PacketType.Connack,
-        sessionPresent: false, // [MQTT-3.2.2-6]
-        reasonCode: code,
-        properties: this.v5 ? { reasonString: why } : undefined,
-      },
-      this.protocolVersion === 3 ? 4 : this.protocolVersion,
-    ));
+    const connack = {
+      type: PacketType.Connack,
+      sessionPresent: false, // [MQTT-3.2.2-6]
+      reasonCode: code,
+      properties: this.v5 ? { reasonString: why } : undefined,
+    } as const;
+    const version = this.protocolVersion === 3 ? 4 : this.protocolVersion;
+    let bytes = encodePacket(connack, version);
+    if (bytes.length > this.maxPacketSizeOut) {
+      // [MQTT-3.2.2-19] [MQTT-3.2.2-20] drop the Reason String to fit the client's Maximum Packet Size.
+      bytes = encodePacket({ ...connack, properties: undefined }, version);
+    }
+    this.send(bytes);
     this.publishWillOnClose = false;
     this.#closeGracefully(`refused: ${why}`);
   }
@@ -524,13 +528,27 @@ export class ClientConnection {
     );
   }
 
-  #onPubrel(p: PubAckPacket): void {
+  #onPubrel(p: PubAckPacket): Promise<void> | undefined {
     const session = this.session!;
     let code = 0;
     if (session.inboundQos2.delete(p.packetId)) {
       this.broker.persistInboundQos2(session, p.packetId, false);
     } else code = ReasonCode.PacketIdentifierNotFound; // [MQTT-4.3.3-11]
-    this.#ack(PacketType.Pubcomp, p.packetId, code);
+    if (!this.broker.store.dirty) {
+      this.#ack(PacketType.Pubcomp, p.packetId, code);
+      return;
+    }
+    // The id's release must be durable before PUBCOMP lets the client reuse it; a stale id after a
+    // restart would swallow the client's next message with that id as a duplicate.
+    const ack = () => {
+      if (this.state === "connected") this.#ack(PacketType.Pubcomp, p.packetId, code);
+    };
+    return this.broker.store.flush().then(ack, (err) => {
+      this.broker.logger.error("store commit failed; PUBCOMP held back", {
+        clientId: this.clientId,
+        error: err,
+      });
+    });
   }
 
   #ack(
@@ -547,7 +565,7 @@ export class ClientConnection {
 
   // ---------------------------------------------------------------- acks of our PUBLISH
 
-  #onOutboundAck(p: PubAckPacket): void {
+  #onOutboundAck(p: PubAckPacket): Promise<void> | undefined {
     const session = this.session!;
     const entry = session.inflight.get(p.packetId);
     const broker = this.broker;
@@ -574,13 +592,27 @@ export class ClientConnection {
       entry.sentAt = Date.now();
       entry.overdueReported = false;
       broker.persistInflight(session, entry);
-      this.send(
-        encodePacket(
-          { type: PacketType.Pubrel, packetId: p.packetId, reasonCode: 0 },
-          this.protocolVersion,
-        ),
-      );
-      return;
+      const sendPubrel = () => {
+        if (this.state !== "connected") return;
+        this.send(
+          encodePacket(
+            { type: PacketType.Pubrel, packetId: p.packetId, reasonCode: 0 },
+            this.protocolVersion,
+          ),
+        );
+      };
+      if (!broker.store.dirty) {
+        sendPubrel();
+        return;
+      }
+      // The PUBREC must be durable before PUBREL: otherwise a restart would resend the PUBLISH
+      // after the receiver already completed it, and it would be delivered twice.
+      return broker.store.flush().then(sendPubrel, (err) => {
+        broker.logger.error("store commit failed; PUBREL held back", {
+          clientId: this.clientId,
+          error: err,
+        });
+      });
     }
     if (entry === undefined) return; // late or duplicate ack: nothing to do
     if (p.type === PacketType.Puback ? entry.qos !== 1 : entry.state !== "pubrel") {
@@ -1018,8 +1050,9 @@ export class ClientConnection {
     });
     if (this.state === "connecting") {
       if (err.reasonCode === ReasonCode.UnsupportedProtocolVersion) {
-        // [MQTT-3.1.2-2] answer in a format the client understands: v5 CONNACK for level 5, else 3.1.1.
-        this.protocolVersion = err.protocolVersion === 5 ? 5 : 4;
+        // [MQTT-3.1.2-2] answer in a format the client understands: v5 CONNACK (0x84) for
+        // level 5 and above, the 3.1.1 format (0x01) below.
+        this.protocolVersion = (err.protocolVersion ?? 0) >= 5 ? 5 : 4;
         this.#refuseConnect(err.reasonCode, err.message);
         return;
       }
