@@ -66,8 +66,19 @@ export class ClientConnection {
   /** Session Expiry the CONNECT asked for, for the DISCONNECT 0 → non-zero rule. */
   connectExpirySec = 0;
   readonly #aliasesIn = new Map<number, string>();
+  /** Topic aliases we assigned towards the client on this connection. */
+  readonly #aliasesOut = new Map<string, number>();
+  /** The client's Topic Alias Maximum (v5): how many aliases we may use towards it. */
+  topicAliasMaxOut = 0;
   /** Inbound QoS 1 messages accepted and not yet acknowledged (waiting for the store). */
   #pendingQos1 = 0;
+  /**
+   * Inbound QoS 2 ids received on this connection and awaiting PUBREL. The Receive Maximum
+   * quota resets with each connection (4.9), so ids left from an earlier one do not count.
+   */
+  readonly #inboundQos2Here = new Set<number>();
+  /** Resumed in-flight messages not yet resent because the client's Receive Maximum was full (4.9). */
+  readonly #resendBacklog = new Set<number>();
   #info?: ClientInfo;
   #closeReason = "";
 
@@ -193,7 +204,10 @@ export class ClientConnection {
     }
     const props = p.properties ?? {};
     // Known before any refusal, so a refusing CONNACK fits it too [MQTT-3.2.2-19].
-    if (this.v5) this.maxPacketSizeOut = props.maximumPacketSize ?? Number.POSITIVE_INFINITY;
+    if (this.v5) {
+      this.maxPacketSizeOut = props.maximumPacketSize ?? Number.POSITIVE_INFINITY;
+      this.topicAliasMaxOut = props.topicAliasMaximum ?? 0;
+    }
     if (props.authenticationMethod !== undefined) {
       // Enhanced authentication is not supported [MQTT-4.12.0-1].
       return this.#refuseConnect(
@@ -362,20 +376,42 @@ export class ClientConnection {
   #resend(): void {
     const session = this.session!;
     const now = Date.now();
+    let sent = 0;
     for (const entry of session.inflight.values()) {
-      this.broker.metrics.retransmissions++;
-      entry.sentAt = now;
-      entry.overdueReported = false;
-      if (entry.state === "pubrel") {
-        this.send(
-          encodePacket(
-            { type: PacketType.Pubrel, packetId: entry.packetId, reasonCode: 0 },
-            this.protocolVersion,
-          ),
-        );
-      } else {
-        this.#writePublish(entry, entry.packetId, true, now);
+      // Resends count against this connection's Receive Maximum [MQTT-3.3.4-9] (4.9): the rest
+      // wait, in order, for acknowledgements to free slots.
+      if (sent >= this.sendQuota) this.#resendBacklog.add(entry.packetId);
+      else {
+        sent++;
+        this.#resendEntry(entry, now);
       }
+    }
+  }
+
+  #resendEntry(entry: InflightEntry, now: number): void {
+    this.broker.metrics.retransmissions++;
+    entry.sentAt = now;
+    entry.overdueReported = false;
+    if (entry.state === "pubrel") {
+      this.send(
+        encodePacket(
+          { type: PacketType.Pubrel, packetId: entry.packetId, reasonCode: 0 },
+          this.protocolVersion,
+        ),
+      );
+    } else {
+      this.#writePublish(entry, entry.packetId, true, now);
+    }
+  }
+
+  /** Resends held-back resumed messages while the client's Receive Maximum allows. */
+  #resendFromBacklog(session: Session): void {
+    const now = Date.now();
+    for (const id of this.#resendBacklog) {
+      if (session.inflight.size - this.#resendBacklog.size >= this.sendQuota) return;
+      this.#resendBacklog.delete(id);
+      const entry = session.inflight.get(id);
+      if (entry !== undefined) this.#resendEntry(entry, now);
     }
   }
 
@@ -427,7 +463,7 @@ export class ClientConnection {
     }
     if (p.qos > 0) {
       const duplicateQos2 = p.qos === 2 && session.inboundQos2.has(p.packetId!);
-      if (!duplicateQos2 && session.inboundQos2.size + this.#pendingQos1 >= opts.receiveMaximum) {
+      if (!duplicateQos2 && this.#inboundQos2Here.size + this.#pendingQos1 >= opts.receiveMaximum) {
         // 3.3.4: more unacknowledged QoS>0 PUBLISH than our Receive Maximum.
         this.disconnect(ReasonCode.ReceiveMaximumExceeded, "Receive Maximum exceeded");
         return;
@@ -472,6 +508,7 @@ export class ClientConnection {
         if (p.qos === 1) this.#ack(PacketType.Puback, p.packetId!, 0);
         else if (p.qos === 2) {
           session.inboundQos2.add(p.packetId!);
+          this.#inboundQos2Here.add(p.packetId!);
           this.#ack(PacketType.Pubrec, p.packetId!, 0);
         }
         return;
@@ -501,6 +538,7 @@ export class ClientConnection {
     const code = matched === 0 && this.v5 ? ReasonCode.NoMatchingSubscribers : 0;
     if (p.qos === 2) {
       session.inboundQos2.add(p.packetId!);
+      this.#inboundQos2Here.add(p.packetId!);
       broker.persistInboundQos2(session, p.packetId!, true);
     }
     const ackType = p.qos === 1 ? PacketType.Puback : PacketType.Pubrec;
@@ -531,6 +569,7 @@ export class ClientConnection {
   #onPubrel(p: PubAckPacket): Promise<void> | undefined {
     const session = this.session!;
     let code = 0;
+    this.#inboundQos2Here.delete(p.packetId);
     if (session.inboundQos2.delete(p.packetId)) {
       this.broker.persistInboundQos2(session, p.packetId, false);
     } else code = ReasonCode.PacketIdentifierNotFound; // [MQTT-4.3.3-11]
@@ -627,7 +666,9 @@ export class ClientConnection {
 
   #complete(session: Session, entry: InflightEntry): void {
     session.inflight.delete(entry.packetId);
+    this.#resendBacklog.delete(entry.packetId);
     this.broker.persistInflightDone(session, entry.packetId);
+    this.#resendFromBacklog(session);
     this.pump();
   }
 
@@ -889,11 +930,23 @@ export class ClientConnection {
   }
 
   #writePublish(d: Delivery, packetId: number, dup: boolean, now: number): void {
-    const bytes = this.#encode(d, packetId, dup, now);
+    // Topic aliases towards the client, up to its Topic Alias Maximum [MQTT-3.1.2-26]; never on
+    // resends, which carry full topic names [MQTT-3.3.1-1].
+    let alias: { alias: number; omitTopic: boolean } | undefined;
+    if (this.topicAliasMaxOut > 0 && !dup) {
+      const known = this.#aliasesOut.get(d.message.topic);
+      if (known !== undefined) alias = { alias: known, omitTopic: true };
+      else if (this.#aliasesOut.size < this.topicAliasMaxOut) {
+        alias = { alias: this.#aliasesOut.size + 1, omitTopic: false };
+      }
+    }
+    const bytes = this.#encode(d, packetId, dup, now, alias);
     if (bytes.length > this.maxPacketSizeOut) {
       this.broker.metrics.oversizeDropped++;
       return;
     }
+    // The mapping exists for the client only once a PUBLISH carrying topic and alias was sent.
+    if (alias !== undefined && !alias.omitTopic) this.#aliasesOut.set(d.message.topic, alias.alias);
     this.broker.metrics.messagesDelivered++;
     this.send(bytes);
   }
@@ -903,11 +956,18 @@ export class ClientConnection {
    * properties share one encoding per (version, QoS, retain) on the message;
    * QoS>0 copies patch their packet id and DUP flag into a copy of it.
    */
-  #encode(d: Delivery, packetId: number, dup: boolean, now: number): Uint8Array {
+  #encode(
+    d: Delivery,
+    packetId: number,
+    dup: boolean,
+    now: number,
+    alias?: { alias: number; omitTopic: boolean },
+  ): Uint8Array {
     const m = d.message;
     const v5 = this.v5;
     const expirySec = remainingExpirySec(m, now);
-    const perSubscriber = v5 && (d.subscriptionIds !== undefined || expirySec !== undefined);
+    const perSubscriber = v5 &&
+      (d.subscriptionIds !== undefined || expirySec !== undefined || alias !== undefined);
     if (!perSubscriber) {
       const cache = (m as MessageWithCache).encoded ??= new Map();
       const key = (v5 ? 8 : 0) | (d.retain ? 4 : 0) | d.qos;
@@ -940,9 +1000,10 @@ export class ClientConnection {
     const properties: Properties = { ...m.properties };
     if (expirySec !== undefined) properties.messageExpiryInterval = expirySec; // [MQTT-3.3.2-6]
     if (d.subscriptionIds !== undefined) properties.subscriptionIdentifiers = d.subscriptionIds;
+    if (alias !== undefined) properties.topicAlias = alias.alias;
     return encodePublish({
       type: PacketType.Publish,
-      topic: m.topic,
+      topic: alias?.omitTopic ? "" : m.topic,
       payload: m.payload,
       qos: d.qos,
       retain: d.retain,
@@ -958,7 +1019,7 @@ export class ClientConnection {
     if (!session || this.state !== "connected" || session.inflight.size === 0) return;
     const interval = this.broker.options.retryIntervalMs;
     for (const entry of session.inflight.values()) {
-      if (now - entry.sentAt < interval) continue;
+      if (now - entry.sentAt < interval || this.#resendBacklog.has(entry.packetId)) continue;
       if (!this.v5) {
         this.broker.metrics.retransmissions++;
         entry.sentAt = now;
@@ -1056,7 +1117,12 @@ export class ClientConnection {
         this.#refuseConnect(err.reasonCode, err.message);
         return;
       }
-      if (this.decoder.protocolVersion === 5 && err.reasonCode !== ReasonCode.MalformedPacket) {
+      // Only a CONNECT read far enough to know it is v5 gets a v5 CONNACK; an oversized one (0x95) was
+      // refused from its header alone, so its level is unknown: close without a reply.
+      if (
+        this.decoder.protocolVersion === 5 && err.reasonCode !== ReasonCode.MalformedPacket &&
+        err.reasonCode !== ReasonCode.PacketTooLarge
+      ) {
         this.#refuseConnect(err.reasonCode, err.message);
         return;
       }
