@@ -168,6 +168,12 @@ export class Broker {
         conn.close();
         continue;
       }
+      if (this.#connections.size >= this.options.maxConnections + 64) {
+        // Beyond the CONNACK 0x97 margin: sockets that never send CONNECT must not pile up.
+        this.metrics.connectionsRefused++;
+        conn.close();
+        continue;
+      }
       this.metrics.connectionsAccepted++;
       const client = new ClientConnection(this, conn);
       this.#connections.add(client);

@@ -92,7 +92,7 @@ export const DEFAULT_OPTIONS: Readonly<BrokerOptions> = Object.freeze({
   logLevel: "info",
   allowAnonymous: true,
   allowMqtt31: true,
-  maxConnections: 10_000,
+  maxConnections: 20_000,
   connectTimeoutMs: 10_000,
   maxPacketSize: 1_048_576,
   receiveMaximum: 1_024,
