@@ -235,12 +235,10 @@ Deno.test("MQTT.js v5 shared subscription across two clients delivers each messa
   assert.equal(pub.messages.length, 0);
 });
 
-Deno.test("MQTT.js v5 topic alias from the client: mapped by topic + alias, then used with an empty topic [MQTT-3.3.2-12]", async () => {
+Deno.test("MQTT.js v5 topic alias from the client: mapped by topic + alias, then used with an empty topic; never passed on [MQTT-3.3.2-12] [MQTT-3.1.2-27]", async () => {
   await using b = await startBroker({ topicAliasMaximum: 5 });
-  await using sub = await connectMqttJs(b.port, {
-    clientId: "sub",
-    properties: { topicAliasMaximum: 10 },
-  });
+  // This subscriber announces no Topic Alias Maximum, so no PUBLISH to it may carry an alias.
+  await using sub = await connectMqttJs(b.port, { clientId: "sub" });
   await using pub = await connectMqttJs(b.port, { clientId: "pub" });
   await sub.client.subscribeAsync("alias/#", { qos: 1 });
   await pub.client.publishAsync("alias/long/topic/name", "first", {
@@ -253,15 +251,52 @@ Deno.test("MQTT.js v5 topic alias from the client: mapped by topic + alias, then
   await settle();
   // Subscribers get the resolved Topic Name, never the publisher's alias.
   assert.deepEqual(
-    sub.messages.map((m) => [m.topic, m.payload, m.packet.properties?.topicAlias]),
+    sub.wire.map((p) => [p.topic, p.payload.toString(), p.properties?.topicAlias]),
     [
       ["alias/long/topic/name", "first", undefined],
       ["alias/long/topic/name", "second", undefined],
       ["alias/long/topic/name", "third", undefined],
     ],
   );
+  assert.equal(sub.messages.length, 3);
   assert.equal(pub.disconnects.length, 0);
   assert.equal(pub.client.connected, true);
+});
+
+Deno.test("MQTT.js v5 subscriber announcing Topic Alias Maximum accepts and resolves the broker's outbound aliases [MQTT-3.1.2-26]", async () => {
+  await using b = await startBroker();
+  await using sub = await connectMqttJs(b.port, {
+    clientId: "sub",
+    properties: { topicAliasMaximum: 4 },
+  });
+  await using pub = await connectMqttJs(b.port, { clientId: "pub" });
+  await sub.client.subscribeAsync("out/#", { qos: 1 });
+  for (const [topic, payload] of [["out/a", "1"], ["out/a", "2"], ["out/b", "3"], ["out/a", "4"]]) {
+    await pub.client.publishAsync(topic, payload, { qos: 1 });
+  }
+  await sub.waitForMessages(4);
+  await settle();
+  // Whatever aliases the broker chose, MQTT.js accepted them and resolved every topic.
+  assert.deepEqual(sub.messages.map((m) => [m.topic, m.payload]), [
+    ["out/a", "1"],
+    ["out/a", "2"],
+    ["out/b", "3"],
+    ["out/a", "4"],
+  ]);
+  assert.deepEqual(sub.errors, []);
+  assert.deepEqual(sub.disconnects, []);
+  assert.equal(sub.client.connected, true);
+  // Every alias is within the announced maximum, and first sent with its topic [MQTT-3.3.2-7].
+  const seen = new Set<number>();
+  for (const p of sub.wire) {
+    const alias = p.properties?.topicAlias;
+    if (alias === undefined) continue;
+    assert.ok(alias >= 1 && alias <= 4, `alias ${alias}`);
+    if (p.topic === "") assert.ok(seen.has(alias), `alias ${alias} used before it was set`);
+    else seen.add(alias);
+  }
+  // The broker did use an alias for the repeated topic (ours: aliases towards clients that allow them).
+  assert.ok(sub.wire.some((p) => p.topic === "" && p.properties?.topicAlias !== undefined));
 });
 
 Deno.test("MQTT.js v5 autoUseTopicAlias publishes by alias after registering it; the broker resolves it", async () => {
