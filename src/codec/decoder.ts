@@ -7,6 +7,12 @@ import { MAX_VBI } from "./writer.ts";
 const EMPTY = new Uint8Array(0);
 /** Largest possible MQTT packet: 1 + 4 + 268,435,455 bytes. */
 export const MAX_PACKET_SIZE_LIMIT = 1 + 4 + MAX_VBI;
+/**
+ * Most storage reserved on the word of a fixed header alone; past it, storage
+ * grows (geometrically, in push) only as bytes arrive, so a 5-byte header
+ * cannot make the decoder reserve its whole maximum packet size.
+ */
+const MAX_RESERVE = 64 * 1024;
 
 /** Options of {@link PacketDecoder}. */
 export interface DecoderOptions {
@@ -153,8 +159,9 @@ export class PacketDecoder {
       this.#release();
       return undefined;
     }
-    if (this.#owned && this.#pos === 0 && this.#buf.length >= total) return undefined;
-    const next = new Uint8Array(Math.max(total, leftover, 64));
+    const reserve = Math.min(total, MAX_RESERVE);
+    if (this.#owned && this.#pos === 0 && this.#buf.length >= reserve) return undefined;
+    const next = new Uint8Array(Math.max(reserve, leftover, 64));
     next.set(this.#buf.subarray(this.#pos, this.#end), 0);
     this.#buf = next;
     this.#pos = 0;

@@ -93,10 +93,13 @@ export function encodePacket(packet: Packet, version: number = 5): Uint8Array {
       const code = packet.reasonCode ?? 0;
       const propSize = propertiesSize(packet.properties);
       if (code === 0 && propSize === 0) return new Uint8Array([packet.type << 4, 0x00]);
-      const rl = 1 + (propSize > 0 ? vbiSize(propSize) + propSize : 0);
+      // DISCONNECT may end after its reason code (3.14.2.2.1); AUTH may not: only the
+      // whole of reason code + Property Length can be omitted (3.15.2.1), so RL 1 is malformed.
+      const withProps = propSize > 0 || packet.type === PacketType.Auth;
+      const rl = 1 + (withProps ? vbiSize(propSize) + propSize : 0);
       const w = start(packet.type, 0, rl);
       w.u8(code);
-      if (propSize > 0) writeProperties(w, packet.properties, propSize);
+      if (withProps) writeProperties(w, packet.properties, propSize);
       return w.buf;
     }
   }
