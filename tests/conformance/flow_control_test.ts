@@ -17,6 +17,7 @@ import {
   payloads,
   publish,
   publishQos1,
+  sleep,
   sub,
   subscribe,
   sync,
@@ -291,4 +292,22 @@ Deno.test("broker's Topic Aliases towards a client stay within the client's Topi
   });
   assert.deepEqual(resolved, topics);
   assert.deepEqual(payloads(got), topics.map((_, i) => `${i}`));
+});
+
+Deno.test("broker drops a message that expired while waiting for a free send slot and delivers the next one [MQTT-3.3.2-5]", async () => {
+  await using b = await startBroker();
+  await using s = await connect(b.port, "s", { properties: { receiveMaximum: 1 } });
+  await using p = await connect(b.port, "p");
+  await subscribe(s, [sub("t", { qos: 1 })]);
+  await publishQos1(p, "t", "first", { packetId: 1 });
+  await publishQos1(p, "t", "expires", { packetId: 2, properties: { messageExpiryInterval: 1 } });
+  await publishQos1(p, "t", "stays", { packetId: 3 });
+  const m1 = await expectPublish(s);
+  assert.equal(text(m1.payload), "first");
+  await sleep(1_100);
+  await ack(s, m1);
+  const m3 = await expectPublish(s);
+  assert.equal(text(m3.payload), "stays");
+  await ack(s, m3);
+  assert.equal(await s.silentFor(100), true);
 });

@@ -631,3 +631,74 @@ Deno.test("broker passes Response Topic and binary Correlation Data through a re
   assert.equal(text(resp.payload), "pong");
   assert.deepEqual(resp.properties?.correlationData, corr);
 });
+
+// ------------------------------------------------------------------ policy refusals and resend rules
+
+Deno.test("broker refuses an unauthorized PUBLISH with PUBACK/PUBREC 0x87, routes nothing, keeps the connection and frees the id [MQTT-4.3.3-12] (3.3.5)", async () => {
+  await using b = await startBroker({}, {
+    auth: {
+      authenticate: () => 0,
+      authorizePublish: (_c, topic) => !topic.startsWith("secret"),
+      authorizeSubscribe: () => true,
+      authorizeDelivery: () => true,
+    },
+  });
+  await using s = await connect(b.port, "s");
+  await using p = await connect(b.port, "p");
+  await subscribe(s, [sub("#", { qos: 2 })]);
+  assert.equal(await publishQos1(p, "secret/a", "x", { packetId: 1 }), 0x87);
+  publish(p, "secret/b", "x", { qos: 2, packetId: 2 });
+  const rec = await p.expect(PacketType.Pubrec);
+  assert.deepEqual([rec.packetId, rec.reasonCode], [2, 0x87]);
+  publish(p, "secret/c", "x"); // QoS 0: dropped (ours)
+  assert.equal(await s.silentFor(150), true);
+  // The refused QoS 2 id is free again: a new message with it is accepted and delivered.
+  publish(p, "open", "ok", { qos: 2, packetId: 2 });
+  assert.equal((await p.expect(PacketType.Pubrec)).reasonCode, 0);
+  assert.equal(text((await expectPublish(s)).payload), "ok");
+});
+
+Deno.test("broker resends on resumption only the PUBREL for a QoS 2 message the client already PUBRECed, and the unacknowledged PUBLISH with DUP=1 and its full topic, in order [MQTT-4.3.3-6] [MQTT-4.4.0-1] [MQTT-3.3.1-1]", async () => {
+  await using b = await startBroker();
+  const opts = { properties: { sessionExpiryInterval: 60, topicAliasMaximum: 10 } };
+  const s1 = await connect(b.port, "s", opts);
+  let ids: number[];
+  try {
+    await subscribe(s1, [sub("t/+", { qos: 2 })]);
+    await using p = await connect(b.port, "p");
+    publish(p, "t/a", "two", { qos: 2, packetId: 1 });
+    await p.expect(PacketType.Pubrec);
+    await publishQos1(p, "t/a", "one", { packetId: 2 });
+    const [m2, m1] = await expectPublishes(s1, 2);
+    assert.deepEqual([m2.qos, m1.qos], [2, 1]);
+    s1.send({ type: PacketType.Pubrec, packetId: m2.packetId!, reasonCode: 0 });
+    assert.equal((await s1.expect(PacketType.Pubrel)).packetId, m2.packetId);
+    ids = [m2.packetId!, m1.packetId!];
+    await disconnect(s1);
+  } finally {
+    await s1.close();
+  }
+  await using s2 = await connect(b.port, "s", { cleanStart: false, ...opts });
+  const rel = await s2.expect(PacketType.Pubrel);
+  assert.equal(rel.packetId, ids[0]);
+  const again = await expectPublish(s2);
+  assert.deepEqual(
+    [again.packetId, again.dup, again.topic, again.properties?.topicAlias, text(again.payload)],
+    [ids[1], true, "t/a", undefined, "one"],
+  );
+  assert.equal(await s2.silentFor(100), true, "the PUBLISH of the PUBRECed message is not resent");
+  s2.send({ type: PacketType.Pubcomp, packetId: ids[0], reasonCode: 0 });
+  await ack(s2, again);
+  assert.equal(await s2.silentFor(100), true);
+});
+
+Deno.test("broker does not resend an unacknowledged PUBLISH to an MQTT 5 client on the same connection, however long it waits (4.4)", async () => {
+  await using b = await startBroker({ retryIntervalMs: 50 });
+  await using s = await connect(b.port, "s");
+  await using p = await connect(b.port, "p");
+  await subscribe(s, [sub("t", { qos: 1 })]);
+  await publishQos1(p, "t", "x");
+  const m = await expectPublish(s);
+  assert.equal(m.dup, false);
+  assert.equal(await s.silentFor(400), true, "no timed resend for v5 (8 retry intervals)");
+});

@@ -456,3 +456,80 @@ Deno.test("broker completes a QoS 2 delivery already started after the subscript
   publish(p, "t", "after", { qos: 2, packetId: 2 });
   assert.equal(await s.silentFor(150), true, "no new matches after UNSUBACK [MQTT-3.10.4-2]");
 });
+
+// ------------------------------------------------------------------ refusals per filter
+
+Deno.test("broker answers SUBACK 0x87 for a filter the client may not subscribe to while granting the others (3.9.3)", async () => {
+  await using b = await startBroker({}, {
+    auth: {
+      authenticate: () => 0,
+      authorizePublish: () => true,
+      authorizeSubscribe: (_c, filter) => !filter.startsWith("secret"),
+      authorizeDelivery: () => true,
+    },
+  });
+  await using s = await connect(b.port, "s");
+  await using p = await connect(b.port, "p");
+  assert.deepEqual(await subscribe(s, [sub("open", { qos: 1 }), "secret/#"]), [1, 0x87]);
+  publish(p, "secret/x", "no");
+  publish(p, "open", "yes");
+  assert.deepEqual(await collect(s), ["yes"]);
+});
+
+Deno.test("broker answers SUBACK 0x97 for new filters beyond its per-client subscription quota, still replacing existing ones (3.9.3)", async () => {
+  await using b = await startBroker({ maxSubscriptionsPerClient: 2 });
+  await using s = await connect(b.port, "s");
+  assert.deepEqual(await subscribe(s, ["a", "b", "c"]), [0, 0, 0x97]);
+  assert.deepEqual(await subscribe(s, [sub("a", { qos: 1 }), "d"], { packetId: 2 }), [1, 0x97]);
+  assert.deepEqual(await unsubscribe(s, ["b"]), [0]);
+  assert.deepEqual(await subscribe(s, ["d"], { packetId: 3 }), [0]);
+});
+
+// ------------------------------------------------------------------ shared subscriptions: member lost
+
+Deno.test("broker completes a shared QoS 2 message with the member that got it when it reconnects and never gives it to another member [MQTT-4.8.2-4]", async () => {
+  await using b = await startBroker();
+  const opts = { properties: { sessionExpiryInterval: 60 } };
+  const a1 = await connect(b.port, "a", opts);
+  await using c = await connect(b.port, "c", opts);
+  await using p = await connect(b.port, "p");
+  let packetId: number;
+  try {
+    await subscribe(a1, [sub("$share/g/t", { qos: 2 })]);
+    await subscribe(c, [sub("$share/g/t", { qos: 2 })]);
+    publish(p, "t", "job", { qos: 2, packetId: 1 });
+    await p.expect(PacketType.Pubrec);
+    // Round robin starts at the first member, "a".
+    const m = await expectPublish(a1);
+    packetId = m.packetId!;
+    assert.equal(await c.silentFor(50), true);
+    await a1.close(); // connection lost, no PUBREC
+  } finally {
+    await a1.close();
+  }
+  assert.equal(await c.silentFor(200), true, "not offered to the other member");
+  await using a2 = await connect(b.port, "a", { cleanStart: false, ...opts });
+  const again = await expectPublish(a2);
+  assert.deepEqual([again.packetId, again.dup, text(again.payload)], [packetId, true, "job"]);
+  await ack(a2, again);
+});
+
+Deno.test("broker does not give a shared QoS 2 message to another member when the member that got it loses its session [MQTT-4.8.2-5]", async () => {
+  await using b = await startBroker();
+  const a = await connect(b.port, "a"); // Session Expiry 0: the session ends with the connection
+  await using c = await connect(b.port, "c");
+  await using p = await connect(b.port, "p");
+  try {
+    await subscribe(a, [sub("$share/g/t", { qos: 2 })]);
+    await subscribe(c, [sub("$share/g/t", { qos: 2 })]);
+    publish(p, "t", "job", { qos: 2, packetId: 1 });
+    await p.expect(PacketType.Pubrec);
+    await expectPublish(a);
+  } finally {
+    await a.close();
+  }
+  assert.equal(await c.silentFor(250), true);
+  // The group still works with the remaining member.
+  publish(p, "t", "next");
+  assert.equal(text((await expectPublish(c)).payload), "next");
+});
