@@ -72,6 +72,8 @@ export class ClientConnection {
   topicAliasMaxOut = 0;
   /** Inbound QoS 1 messages accepted and not yet acknowledged (waiting for the store). */
   #pendingQos1 = 0;
+  /** QoS 0 bytes dropped past the soft outbox limit since the outbox last fell below it. */
+  #droppedBytes = 0;
   /**
    * Inbound QoS 2 ids received on this connection and awaiting PUBREL. The Receive Maximum
    * quota resets with each connection (4.9), so ids left from an earlier one do not count.
@@ -93,6 +95,7 @@ export class ClientConnection {
     this.outbox = new Outbox(conn);
     this.outbox.onError = () => this.#abort("write failed");
     this.outbox.onDrain = (queued) => {
+      if (queued < broker.options.outboxSoftLimitBytes) this.#droppedBytes = 0; // caught up
       if (queued < broker.options.outboxSoftLimitBytes && this.state === "connected") this.pump();
     };
   }
@@ -381,14 +384,12 @@ export class ClientConnection {
       // Resends count against this connection's Receive Maximum [MQTT-3.3.4-9] (4.9): the rest
       // wait, in order, for acknowledgements to free slots.
       if (sent >= this.sendQuota) this.#resendBacklog.add(entry.packetId);
-      else {
-        sent++;
-        this.#resendEntry(entry, now);
-      }
+      else if (this.#resendEntry(entry, now)) sent++;
     }
   }
 
-  #resendEntry(entry: InflightEntry, now: number): void {
+  /** Resends one in-flight entry; false when it was dropped instead (too large for this client). */
+  #resendEntry(entry: InflightEntry, now: number): boolean {
     this.broker.metrics.retransmissions++;
     entry.sentAt = now;
     entry.overdueReported = false;
@@ -399,9 +400,15 @@ export class ClientConnection {
           this.protocolVersion,
         ),
       );
-    } else {
-      this.#writePublish(entry, entry.packetId, true, now);
+    } else if (!this.#writePublish(entry, entry.packetId, true, now)) {
+      // [MQTT-3.1.2-25] above this connection's Maximum Packet Size: dropped, counts as delivered,
+      // so it must not hold a send slot or stay in the session.
+      const session = this.session!;
+      session.inflight.delete(entry.packetId);
+      this.broker.persistInflightDone(session, entry.packetId);
+      return false;
     }
+    return true;
   }
 
   /** Resends held-back resumed messages while the client's Receive Maximum allows. */
@@ -870,6 +877,9 @@ export class ClientConnection {
     if (d.qos === 0) {
       if (this.outbox.bufferedBytes > this.broker.options.outboxSoftLimitBytes) {
         metrics.qos0DroppedSlowReader++;
+        // Dropped bytes count towards the hard limit: above the soft limit the outbox itself
+        // stops growing, so a reader that never reads would otherwise never reach it.
+        this.#droppedBytes += d.message.payload.length + d.message.topic.length;
         this.#checkHardLimit();
         return;
       }
@@ -929,7 +939,8 @@ export class ClientConnection {
     return this.#encode(d, 1, false, now).length;
   }
 
-  #writePublish(d: Delivery, packetId: number, dup: boolean, now: number): void {
+  /** Writes a PUBLISH; false when it is dropped for exceeding the client's Maximum Packet Size. */
+  #writePublish(d: Delivery, packetId: number, dup: boolean, now: number): boolean {
     // Topic aliases towards the client, up to its Topic Alias Maximum [MQTT-3.1.2-26]; never on
     // resends, which carry full topic names [MQTT-3.3.1-1].
     let alias: { alias: number; omitTopic: boolean } | undefined;
@@ -943,12 +954,13 @@ export class ClientConnection {
     const bytes = this.#encode(d, packetId, dup, now, alias);
     if (bytes.length > this.maxPacketSizeOut) {
       this.broker.metrics.oversizeDropped++;
-      return;
+      return false;
     }
     // The mapping exists for the client only once a PUBLISH carrying topic and alias was sent.
     if (alias !== undefined && !alias.omitTopic) this.#aliasesOut.set(d.message.topic, alias.alias);
     this.broker.metrics.messagesDelivered++;
     this.send(bytes);
+    return true;
   }
 
   /**
@@ -1052,13 +1064,15 @@ export class ClientConnection {
   }
 
   #checkHardLimit(): void {
-    if (this.outbox.bufferedBytes > this.broker.options.outboxHardLimitBytes) {
+    const unsent = this.outbox.bufferedBytes + this.#droppedBytes;
+    if (unsent > this.broker.options.outboxHardLimitBytes) {
       this.broker.metrics.slowReaderDisconnects++;
       this.broker.logger.warn("slow reader disconnected", {
         clientId: this.clientId,
-        unsentBytes: this.outbox.bufferedBytes,
+        unsentBytes: unsent,
       });
       this.#abort("unsent bytes above the hard limit");
+      this.#finish(); // close now: a stalled reader's outbox would never drain
     }
   }
 

@@ -311,3 +311,28 @@ Deno.test("broker drops a message that expired while waiting for a free send slo
   await ack(s, m3);
   assert.equal(await s.silentFor(100), true);
 });
+
+Deno.test("broker drops an unacknowledged message too large for the resumed connection's Maximum Packet Size instead of holding its send slot forever [MQTT-3.1.2-25]", async () => {
+  await using b = await startBroker();
+  const s1 = await connect(b.port, "s", {
+    properties: { sessionExpiryInterval: 60, receiveMaximum: 1 },
+  });
+  try {
+    await subscribe(s1, [sub("t", { qos: 1 })]);
+    await using p = await connect(b.port, "p");
+    await publishQos1(p, "t", "x".repeat(200), { packetId: 1 });
+    assert.equal((await expectPublish(s1)).payload.length, 200);
+    await disconnect(s1); // no PUBACK
+    await publishQos1(p, "t", "small", { packetId: 2 });
+  } finally {
+    await s1.close();
+  }
+  await using s2 = await connect(b.port, "s", {
+    cleanStart: false,
+    properties: { sessionExpiryInterval: 60, receiveMaximum: 1, maximumPacketSize: 100 },
+  });
+  const m = await expectPublish(s2);
+  assert.equal(text(m.payload), "small");
+  await ack(s2, m);
+  assert.equal(await s2.silentFor(100), true);
+});
