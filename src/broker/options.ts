@@ -71,7 +71,10 @@ export interface BrokerOptions {
   maxRetainedBytes: number;
   /** Unsent bytes per connection above which QoS 0 messages to it are dropped. */
   outboxSoftLimitBytes: number;
-  /** Unsent bytes per connection above which it is disconnected. */
+  /**
+   * Unsent bytes per connection above which it is disconnected: bytes still queued plus
+   * QoS 0 bytes dropped past the soft limit since the connection last fell below it.
+   */
   outboxHardLimitBytes: number;
   /** How long an outgoing QoS>0 message may stay unacknowledged before it is overdue. */
   retryIntervalMs: number;
