@@ -386,3 +386,14 @@ Deno.test("broker publishes the Will when it closes the connection because it is
     await b.stop();
   }
 });
+
+Deno.test("broker never publishes the Will of a refused CONNECT (3.1.4)", async () => {
+  await using b = await startBroker({ maxConnections: 2 });
+  await using s = await watcher(b.port, "w/refused");
+  await using other = (await connect(b.port)).client;
+  await using c = await RawClient.open(b.port);
+  c.send(connectPacket({ will: will("w/refused") }));
+  await expectRefusal(c, ReasonCode.QuotaExceeded);
+  assert.equal(await s.silentFor(300), true, "the refused client's Will was published");
+  await expectAlive(other);
+});
