@@ -583,5 +583,8 @@ export class Broker {
         retained: state.retained.length,
       });
     }
+    // Sessions whose expiry passed while the broker was down end now (Wills due go out), before
+    // the listeners open: a client reconnecting at once must not resume one [MQTT-3.1.2-5].
+    this.#sweep();
   }
 }
