@@ -931,6 +931,25 @@ export class ClientConnection {
     const entry: InflightEntry = { ...d, packetId, state: "publish", sentAt: now };
     session.inflight.set(packetId, entry);
     this.broker.persistInflight(session, entry);
+    const store = this.broker.store;
+    if (d.qos === 2 && session.expirySec > 0 && store.dirty) {
+      // The client holds a QoS 2 packet id until our PUBREL [MQTT-4.3.3-9]: the PUBLISH goes out
+      // only once our record of it is durable. Sent earlier, a crash would forget an id the client
+      // still holds, and the next message sent with that id would be swallowed as a re-send.
+      const write = () => {
+        if (this.state !== "connected" || session.inflight.get(packetId) !== entry) return;
+        entry.sentAt = Date.now();
+        this.#writePublish(d, packetId, false, entry.sentAt);
+      };
+      store.flush().then(write, (err) => {
+        this.broker.logger.error("store commit failed; QoS 2 PUBLISH sent undurably", {
+          clientId: this.clientId,
+          error: err,
+        });
+        write();
+      });
+      return;
+    }
     this.#writePublish(d, packetId, false, now);
   }
 
