@@ -78,6 +78,21 @@ async function settleWithin(promises: Promise<unknown>[], ms: number): Promise<v
   clearTimeout(timer);
 }
 
+/** `p`, or a rejection after `ms`. */
+async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 function countBy(list: Delivered[]): Map<string, number> {
   const counts = new Map<string, number>();
   for (const m of list) counts.set(m.payload, (counts.get(m.payload) ?? 0) + 1);
@@ -158,7 +173,11 @@ Deno.test("kill -9 mid-traffic: no acknowledged message lost, no QoS 2 duplicate
     assert.equal(await offline.connect(broker.port, false), true, "offline session survived");
     const marker = await connectMqttJs(broker.port, { clientId: "crash-marker" });
     publishers.push(marker);
-    await marker.client.publishAsync("crash/marker", "final-marker", { qos: 2 });
+    await within(
+      marker.client.publishAsync("crash/marker", "final-marker", { qos: 2 }),
+      5_000,
+      "the marker's PUBCOMP",
+    );
     for (const s of [online, offline]) {
       const got = await s.until(
         () => s.delivered.some((m) => m.payload === "final-marker"),
@@ -265,7 +284,8 @@ Deno.test("kill -9 mid-traffic: no acknowledged message lost, no QoS 2 duplicate
     if (broker) console.log(`last broker log:\n${broker.output.split("\n").slice(-40).join("\n")}`);
     throw err;
   } finally {
-    for (const pub of publishers) await pub.close();
+    // destroy(): a graceful MQTT.js end waits for acknowledgements a dead broker never sends.
+    for (const pub of publishers) await pub.destroy();
     await online.close();
     await offline.close();
     if (broker) await broker[Symbol.asyncDispose]();
