@@ -102,6 +102,11 @@ export class Broker {
     return this.#byClientId.size;
   }
 
+  /** Whether a connection with this client id is live (a takeover adds no connection). */
+  hasLiveConnection(clientId: string): boolean {
+    return this.#byClientId.has(clientId);
+  }
+
   /** Number of sessions held (connected or not). */
   get sessionCount(): number {
     return this.#sessions.size;
@@ -572,8 +577,10 @@ export class Broker {
       for (const id of s.inboundQos2) session.inboundQos2.add(id);
       if (s.will) {
         session.will = { will: s.will.will, delaySec: s.will.delaySec };
-        // A Will of a session whose connection died with the process: due now or at its deadline.
-        session.willDueAt = s.will.dueAt ?? now;
+        // A Will of a session whose connection died with the process: its delay runs from the
+        // restart (capped by the session expiry), so a client reconnecting in time cancels it.
+        session.willDueAt = s.will.dueAt ??
+          now + Math.min(s.will.delaySec, s.record.expirySec) * 1000;
       }
       this.#sessions.set(session.clientId, session);
     }

@@ -260,7 +260,7 @@ export class ClientConnection {
         return this.#refuseConnect(ReasonCode.ProtocolError, "invalid Will Response Topic");
       }
     }
-    if (broker.connectedCount >= opts.maxConnections) {
+    if (broker.connectedCount >= opts.maxConnections && !broker.hasLiveConnection(clientId)) {
       broker.metrics.connectionsRefused++;
       return this.#refuseConnect(ReasonCode.QuotaExceeded, "maximum connections reached");
     }
