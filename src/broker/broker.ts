@@ -65,7 +65,7 @@ export class Broker {
   store: SessionStore;
   readonly #injectedStore?: SessionStore;
   readonly auth: AuthHooks;
-  readonly metrics = new Metrics();
+  readonly metrics: Metrics = new Metrics();
   readonly retained: RetainedStore;
   readonly topicLimits: TopicLimits;
   /** Bound addresses of the listeners, known after {@link start}. */

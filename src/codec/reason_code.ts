@@ -73,7 +73,12 @@ function range(from: number, to: number): number[] {
 }
 
 /** Reason codes each packet type may carry (spec 2.4 and the per-packet tables). */
-export const VALID_REASON_CODES = {
+export const VALID_REASON_CODES: Readonly<
+  Record<
+    "connack" | "puback" | "pubrel" | "suback" | "unsuback" | "disconnect" | "auth",
+    ReadonlySet<number>
+  >
+> = {
   connack: codeSet(0x00, ...range(0x80, 0x8a), 0x8c, 0x90, 0x95, 0x97, ...range(0x99, 0x9d), 0x9f),
   puback: codeSet(0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99),
   pubrel: codeSet(0x00, 0x92),

@@ -86,12 +86,12 @@ export class Session {
   protocolVersion: number;
   /** Session Expiry Interval in seconds (0xFFFFFFFF = never). */
   expirySec: number;
-  readonly subscriptions = new Map<string, SubscriptionEntry>();
+  readonly subscriptions: Map<string, SubscriptionEntry> = new Map();
   /** Outgoing in-flight messages by packet id, in send order. */
-  readonly inflight = new Map<number, InflightEntry>();
-  readonly queue = new DeliveryQueue();
+  readonly inflight: Map<number, InflightEntry> = new Map();
+  readonly queue: DeliveryQueue = new DeliveryQueue();
   /** Inbound QoS 2 packet ids that got PUBREC and await PUBREL [MQTT-4.3.3-8]. */
-  readonly inboundQos2 = new Set<number>();
+  readonly inboundQos2: Set<number> = new Set();
   will?: PendingWill;
   /** Epoch ms at which a delayed Will is due (while disconnected). */
   willDueAt?: number;
