@@ -23,6 +23,7 @@ import {
 import { parseTopicFilter, type TopicLimits } from "../topic/mod.ts";
 import { ClientConnection } from "./client.ts";
 import type { BrokerOptions } from "./options.ts";
+import { TokenBucket } from "../util/token_bucket.ts";
 
 const NO_EXPIRY = 0xffff_ffff;
 
@@ -85,6 +86,8 @@ export class Broker {
   #stopping = false;
   #aggregates = new Map<string, Aggregate>();
   #idleWaiters: (() => void)[] = [];
+  /** Connect-rate buckets by source address; full (idle) ones are dropped by the sweep. */
+  readonly #connectBuckets = new Map<string, TokenBucket>();
 
   constructor(options: BrokerOptions, deps: BrokerDeps = {}) {
     this.options = options;
@@ -100,6 +103,22 @@ export class Broker {
   /** Number of connections that completed CONNECT. */
   get connectedCount(): number {
     return this.#byClientId.size;
+  }
+
+  /**
+   * Connection rate limit per source address: takes a token from that
+   * address's bucket (one second of burst); false when it is empty.
+   */
+  allowConnectFrom(address: string): boolean {
+    const rate = this.options.maxConnectRatePerAddress;
+    if (rate === 0) return true;
+    const now = Date.now();
+    let bucket = this.#connectBuckets.get(address);
+    if (bucket === undefined) {
+      bucket = new TokenBucket(rate, rate, now);
+      this.#connectBuckets.set(address, bucket);
+    }
+    return bucket.take(now);
   }
 
   /** Whether a connection with this client id is live (a takeover adds no connection). */
@@ -536,6 +555,9 @@ export class Broker {
         continue;
       }
       c.checkOverdue(now);
+    }
+    for (const [address, bucket] of this.#connectBuckets) {
+      if (bucket.isFull(now)) this.#connectBuckets.delete(address);
     }
     for (const session of this.#sessions.values()) {
       if (session.connected) continue;

@@ -28,6 +28,7 @@ import type { Delivery, InflightEntry, Session } from "../session/mod.ts";
 import { parseTopicFilter, topicNameError } from "../topic/mod.ts";
 import type { ClientInfo } from "../auth/mod.ts";
 import type { Broker } from "./broker.ts";
+import { TokenBucket } from "../util/token_bucket.ts";
 
 const utf8Strict = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 /** How long a closing connection drains the peer's bytes after our DISCONNECT before it closes. */
@@ -66,6 +67,8 @@ export class ClientConnection {
   /** Session Expiry the CONNECT asked for, for the DISCONNECT 0 → non-zero rule. */
   connectExpirySec = 0;
   readonly #aliasesIn = new Map<number, string>();
+  /** Publish rate limit, when configured. */
+  #publishBucket?: TokenBucket;
   /** Topic aliases we assigned towards the client on this connection. */
   readonly #aliasesOut = new Map<string, number>();
   /** The client's Topic Alias Maximum (v5): how many aliases we may use towards it. */
@@ -264,6 +267,14 @@ export class ClientConnection {
       broker.metrics.connectionsRefused++;
       return this.#refuseConnect(ReasonCode.QuotaExceeded, "maximum connections reached");
     }
+    if (!broker.allowConnectFrom(this.conn.remoteAddress)) {
+      broker.metrics.connectRateRefused++;
+      return this.#refuseConnect(ReasonCode.ConnectionRateExceeded, "connection rate exceeded");
+    }
+    if (opts.maxPublishRatePerClient > 0) {
+      const rate = opts.maxPublishRatePerClient;
+      this.#publishBucket = new TokenBucket(rate, rate, Date.now());
+    }
     let verdict: number;
     try {
       verdict = await broker.auth.authenticate({ ...this.info, password: p.password });
@@ -425,6 +436,11 @@ export class ClientConnection {
   // ---------------------------------------------------------------- PUBLISH in
 
   #onPublish(p: PublishPacket): Promise<void> | undefined {
+    if (this.#publishBucket !== undefined && !this.#publishBucket.take(this.lastActivity)) {
+      this.broker.metrics.publishRateDisconnects++;
+      this.disconnect(ReasonCode.MessageRateTooHigh, "publish rate above the configured limit");
+      return;
+    }
     const broker = this.broker;
     const opts = broker.options;
     const session = this.session!;

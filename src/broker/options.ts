@@ -86,6 +86,10 @@ export interface BrokerOptions {
   maxTopicLength: number;
   /** Most levels in a topic name or filter. */
   maxTopicLevels: number;
+  /** CONNECTs accepted per second from one source address (0 = no limit); beyond it CONNACK 0x9F. */
+  maxConnectRatePerAddress: number;
+  /** PUBLISH packets per second one client may send, averaged over a 1 s burst (0 = no limit); beyond it DISCONNECT 0x96. */
+  maxPublishRatePerClient: number;
 }
 
 /** Built-in defaults: localhost only, anonymous allowed there, as Mosquitto 2 does. */
@@ -120,6 +124,8 @@ export const DEFAULT_OPTIONS: Readonly<BrokerOptions> = Object.freeze({
   maxSubscriptionsPerClient: 10_000,
   maxTopicLength: 65_535,
   maxTopicLevels: 128,
+  maxConnectRatePerAddress: 0,
+  maxPublishRatePerClient: 0,
 }) as Readonly<BrokerOptions>;
 
 /** Returns full options: the defaults overlaid with what the caller gave. */

@@ -89,6 +89,12 @@ export const LIMIT_KEYS: readonly ConfigKey[] = [
   },
   { key: "max_topic_length", field: "maxTopicLength", rule: int(1, 65_535) },
   { key: "max_topic_levels", field: "maxTopicLevels", rule: int(1, 65_535) },
+  {
+    key: "max_connect_rate_per_address",
+    field: "maxConnectRatePerAddress",
+    rule: int(0, MAX_COUNT),
+  },
+  { key: "max_publish_rate_per_client", field: "maxPublishRatePerClient", rule: int(0, MAX_COUNT) },
 ];
 
 /** Keys of each entry of the `listeners:` sequence (`type` and `host`/`port`). */

@@ -37,6 +37,10 @@ export class Metrics {
   willsPublished = 0;
   sessionsExpired = 0;
   takeovers = 0;
+  /** CONNECTs refused with 0x9F because their address connected too often. */
+  connectRateRefused = 0;
+  /** Connections closed with 0x96 for publishing too fast. */
+  publishRateDisconnects = 0;
 
   /** Prometheus text exposition of every counter. */
   toPrometheus(gauges: Record<string, number> = {}): string {
