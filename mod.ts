@@ -19,8 +19,27 @@
 export * from "./src/broker/mod.ts";
 export * from "./src/observe/log.ts";
 export { Metrics } from "./src/observe/metrics.ts";
-export type { AuthHooks, ClientInfo, ConnectRequest } from "./src/auth/mod.ts";
-export { defaultAuthHooks } from "./src/auth/mod.ts";
+export type {
+  AclAction,
+  AclRule,
+  AclRules,
+  AnonymousPolicy,
+  AuthHooks,
+  AuthState,
+  ClientInfo,
+  ConnectRequest,
+  FileAuthOptions,
+  HashOptions,
+  PasswordAlgorithm,
+} from "./src/auth/mod.ts";
+export {
+  BoundAcl,
+  defaultAuthHooks,
+  FileAuth,
+  hashPassword,
+  parsePasswordFile,
+  verifyPassword,
+} from "./src/auth/mod.ts";
 export {
   KvSessionStore,
   MemorySessionStore,

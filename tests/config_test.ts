@@ -151,9 +151,27 @@ Deno.test("parseConfig reports each kind of error at file:line:column", async (t
     },
     {
       name: "YAML 1.1 yes where a boolean is needed",
-      yaml: "allow_anonymous: yes\n",
+      yaml: "allow_mqtt31: yes\n",
+      at: [1, 15],
+      reason: 'allow_mqtt31 must be true or false, got "yes"',
+    },
+    {
+      name: "allow_anonymous neither a boolean nor loopback",
+      yaml: "allow_anonymous: local\n",
       at: [1, 18],
-      reason: 'allow_anonymous must be true or false, got "yes"',
+      reason: 'allow_anonymous must be true, false or loopback, got "local"',
+    },
+    {
+      name: "password_file not a path",
+      yaml: "password_file: 12\n",
+      at: [1, 16],
+      reason: "password_file must be a file path (or nothing, for none), got 12",
+    },
+    {
+      name: "password_iterations below the minimum",
+      yaml: "password_iterations: 10\n",
+      at: [1, 22],
+      reason: "password_iterations must be an integer from 1000 to 10000000, got 10",
     },
     {
       name: "unknown log level",

@@ -5,6 +5,12 @@
  *
  * @module
  */
+import { type AnonymousPolicy, isLoopbackAddress } from "./reloadable.ts";
+
+export * from "./acl.ts";
+export * from "./hash.ts";
+export * from "./password_file.ts";
+export * from "./reloadable.ts";
 
 /** What the broker knows about a client when it asks a hook. */
 export interface ClientInfo {
@@ -13,6 +19,8 @@ export interface ClientInfo {
   protocolVersion: number;
   remoteAddress: string;
   remotePort: number;
+  /** The client certificate the TLS listener verified (mTLS), if any. */
+  certificate?: { commonName?: string; subjectAltNames?: string[]; fingerprint256?: string };
 }
 
 /** A CONNECT's credentials. */
@@ -32,10 +40,17 @@ export interface AuthHooks {
   authorizeDelivery(client: ClientInfo, topic: string): boolean;
 }
 
-/** Default policy: anonymous clients admitted iff allowed; everything else permitted. */
-export function defaultAuthHooks(allowAnonymous: boolean): AuthHooks {
+/**
+ * Default policy: anonymous clients admitted per `allowAnonymous` (`"loopback"`: only from
+ * 127.0.0.0/8 or ::1); everything else permitted.
+ */
+export function defaultAuthHooks(allowAnonymous: AnonymousPolicy): AuthHooks {
   return {
-    authenticate: (req) => (req.username === undefined && !allowAnonymous ? 0x87 : 0x00),
+    authenticate: (req) =>
+      req.username === undefined && !(allowAnonymous === true ||
+          (allowAnonymous === "loopback" && isLoopbackAddress(req.remoteAddress)))
+        ? 0x87
+        : 0x00,
     authorizePublish: () => true,
     authorizeSubscribe: () => true,
     authorizeDelivery: () => true,

@@ -1,6 +1,13 @@
 import { ReasonCode } from "../codec/mod.ts";
 import { type ConnListener, TcpListener } from "../connection/mod.ts";
-import { type AuthHooks, defaultAuthHooks } from "../auth/mod.ts";
+import {
+  type AclRules,
+  type AuthHooks,
+  type AuthState,
+  type ClientInfo,
+  FileAuth,
+  isWeakerThan,
+} from "../auth/mod.ts";
 import { type Logger, silentLogger } from "../observe/log.ts";
 import { Metrics } from "../observe/metrics.ts";
 import {
@@ -33,10 +40,28 @@ export interface BrokerDeps {
   logger?: Logger;
   /** Session persistence; in memory by default. */
   store?: SessionStore;
-  /** Authentication and authorization decisions; by default anonymous per `allowAnonymous`. */
+  /**
+   * Authentication and authorization decisions. By default a {@link FileAuth} built from the
+   * options (`passwordFile`, `aclFile`, `allowAnonymous`), which {@link Broker.reloadAuth} re-reads.
+   */
   auth?: AuthHooks;
+  /**
+   * Reads the file named by `aclFile`. YAML parsing lives in `src/config/` (`loadAclFile`), which
+   * the library does not import; the CLI passes it, and embedders that set `aclFile` must too.
+   */
+  loadAcl?: (path: string) => Promise<AclRules>;
   /** Interval of the housekeeping sweep (keep-alive, timeouts, Will delay, expiry), ms. */
   sweepIntervalMs?: number;
+}
+
+/** Outcome of {@link Broker.reloadAuth}. */
+export interface AuthReloadResult {
+  /** False when a file was bad and the old rules stayed in force. */
+  ok: boolean;
+  /** Why the reload was refused (`file:line:column: reason`). */
+  error?: string;
+  /** Live subscriptions removed because the new rules forbid them. */
+  subscriptionsRemoved: number;
 }
 
 /** Per-session aggregate while routing one message: one copy at the highest QoS with all ids. */
@@ -66,6 +91,12 @@ export class Broker {
   store: SessionStore;
   readonly #injectedStore?: SessionStore;
   readonly auth: AuthHooks;
+  /** The file-backed hooks when none were injected. */
+  readonly #fileAuth?: FileAuth;
+  /** Identity of each session's latest connection, to re-check its subscriptions on reload. */
+  readonly #owners = new WeakMap<Session, ClientInfo>();
+  /** Pending failed-authentication delays, ended early by {@link stop}. */
+  readonly #authDelays = new Set<() => void>();
   readonly metrics: Metrics = new Metrics();
   readonly retained: RetainedStore;
   readonly topicLimits: TopicLimits;
@@ -94,7 +125,17 @@ export class Broker {
     this.logger = deps.logger ?? silentLogger;
     this.#injectedStore = deps.store;
     this.store = deps.store ?? new MemorySessionStore();
-    this.auth = deps.auth ?? defaultAuthHooks(options.allowAnonymous);
+    if (deps.auth) this.auth = deps.auth;
+    else {
+      this.#fileAuth = new FileAuth({
+        passwordFile: options.passwordFile,
+        aclFile: options.aclFile,
+        allowAnonymous: options.allowAnonymous,
+        useCertificateCnAsUsername: options.useCertificateCnAsUsername,
+        loadAcl: deps.loadAcl,
+      });
+      this.auth = this.#fileAuth;
+    }
     this.retained = new RetainedStore(options.maxRetainedMessages, options.maxRetainedBytes);
     this.topicLimits = { maxLength: options.maxTopicLength, maxLevels: options.maxTopicLevels };
     this.#sweepIntervalMs = deps.sweepIntervalMs ?? 250;
@@ -133,6 +174,8 @@ export class Broker {
 
   /** Restores persisted state, opens the listeners and starts housekeeping. */
   async start(): Promise<void> {
+    // A bad password or ACL file stops the start before anything is opened.
+    if (this.#fileAuth) this.#logAuthState("auth loaded", await this.#fileAuth.reload());
     if (!this.#injectedStore && this.options.dataPath !== ":memory:") {
       this.store = await KvSessionStore.open(this.options.dataPath, { logger: this.logger });
     }
@@ -158,6 +201,7 @@ export class Broker {
   async stop(): Promise<void> {
     if (this.#stopping) return;
     this.#stopping = true;
+    for (const end of [...this.#authDelays]) end();
     for (const l of this.#listeners) l.close();
     await Promise.all(this.#acceptLoops);
     for (const c of [...this.#connections]) {
@@ -182,6 +226,99 @@ export class Broker {
     this.#sweepTimer = undefined;
     if (this.store.dirty) await this.store.flush().catch(() => {});
     await this.store.close();
+  }
+
+  // ---------------------------------------------------------------- authentication
+
+  /**
+   * Re-reads the password file and the ACL (SIGHUP) and swaps them in together. A file that cannot
+   * be read or parsed keeps the old ones in force, and the reason is logged. New rules apply to
+   * every later operation, and live subscriptions they forbid are removed. With injected hooks,
+   * only the subscriptions are re-checked.
+   */
+  async reloadAuth(): Promise<AuthReloadResult> {
+    if (this.#fileAuth) {
+      try {
+        this.#logAuthState("auth reloaded", await this.#fileAuth.reload());
+      } catch (err) {
+        const error = err instanceof Error ? err.message : String(err);
+        this.logger.error("auth reload failed; the previous password file and ACL stay in force", {
+          error,
+        });
+        return { ok: false, error, subscriptionsRemoved: 0 };
+      }
+    }
+    return { ok: true, subscriptionsRemoved: this.revokeForbiddenSubscriptions() };
+  }
+
+  /**
+   * Removes every subscription the auth hooks no longer allow, for connected clients and for
+   * offline sessions whose last identity is known (others are checked when they reconnect).
+   *
+   * @returns How many subscriptions were removed.
+   */
+  revokeForbiddenSubscriptions(): number {
+    let removed = 0;
+    for (const session of this.#sessions.values()) {
+      const live = this.#byClientId.get(session.clientId);
+      const info = live?.state === "connected" ? live.info : this.#owners.get(session);
+      if (info !== undefined) removed += this.#revokeForbidden(session, info);
+    }
+    return removed;
+  }
+
+  #revokeForbidden(session: Session, info: ClientInfo): number {
+    let removed = 0;
+    for (const rawFilter of [...session.subscriptions.keys()]) {
+      if (this.auth.authorizeSubscribe(info, rawFilter)) continue;
+      this.unsubscribe(session, rawFilter);
+      removed++;
+      this.logger.info("subscription removed: no longer authorized", {
+        clientId: session.clientId,
+        filter: rawFilter,
+      });
+    }
+    return removed;
+  }
+
+  /** Waits `authFailDelayMs` before a refusal for failed authentication; ends early on stop. */
+  authFailureDelay(): Promise<void> {
+    const ms = this.options.authFailDelayMs;
+    if (ms <= 0 || this.#stopping) return Promise.resolve();
+    return new Promise((resolve) => {
+      const end = () => {
+        clearTimeout(timer);
+        this.#authDelays.delete(end);
+        resolve();
+      };
+      const timer = setTimeout(end, ms);
+      this.#authDelays.add(end);
+    });
+  }
+
+  #logAuthState(what: string, state: AuthState): void {
+    const opts = this.options;
+    this.logger.info(what, {
+      passwordFile: opts.passwordFile,
+      users: state.passwords?.size,
+      aclFile: opts.aclFile,
+      roles: state.acl?.roles.size,
+    });
+    if (state.acl !== undefined && state.passwords === undefined) {
+      this.logger.warn("an ACL without a password file grants roles to unverified user names", {
+        aclFile: opts.aclFile,
+      });
+    }
+    const hashOptions = { algorithm: opts.passwordAlgorithm, iterations: opts.passwordIterations };
+    const weak = [...state.passwords?.values() ?? []].filter((e) =>
+      isWeakerThan(e.hash, hashOptions)
+    );
+    if (weak.length > 0) {
+      this.logger.warn("password hashes weaker than configured; set them again with passwd", {
+        count: weak.length,
+        users: weak.slice(0, 10).map((e) => e.username).join(","),
+      });
+    }
   }
 
   async #acceptLoop(listener: ConnListener): Promise<void> {
@@ -274,6 +411,10 @@ export class Broker {
     }
     session.connected = true;
     this.#byClientId.set(clientId, client);
+    this.#owners.set(session, client.info);
+    // A resumed session may belong to another identity now, or the rules changed while it was
+    // offline: it keeps only the subscriptions this connection may hold.
+    if (present) this.#revokeForbidden(session, client.info);
     return { session, present };
   }
 
@@ -339,11 +480,15 @@ export class Broker {
     session.willDueAt = undefined;
     if (session.expirySec > 0) this.store.saveWill(session.clientId, undefined);
     const w = pending.will;
-    const info = {
+    // Authorized as the connection that set it, under the rules in force now.
+    const owner = pending.owner;
+    const info: ClientInfo = {
       clientId: session.clientId,
       protocolVersion: session.protocolVersion,
-      remoteAddress: "",
-      remotePort: 0,
+      username: owner?.username,
+      remoteAddress: owner?.remoteAddress ?? "",
+      remotePort: owner?.remotePort ?? 0,
+      certificate: owner?.certificate,
     };
     if (!this.auth.authorizePublish(info, w.topic)) {
       this.logger.info("will not authorized", { clientId: session.clientId, topic: w.topic });
@@ -598,7 +743,7 @@ export class Broker {
       }
       for (const id of s.inboundQos2) session.inboundQos2.add(id);
       if (s.will) {
-        session.will = { will: s.will.will, delaySec: s.will.delaySec };
+        session.will = { will: s.will.will, delaySec: s.will.delaySec, owner: s.will.owner };
         // A Will of a session whose connection died with the process: its delay runs from the
         // restart (capped by the session expiry), so a client reconnecting in time cancels it.
         session.willDueAt = s.will.dueAt ??

@@ -285,6 +285,8 @@ export class ClientConnection {
     if (this.state !== "connecting") return;
     if (verdict !== 0) {
       broker.metrics.connectionsRefused++;
+      // Failed credentials wait before the refusal, which slows password guessing down.
+      await broker.authFailureDelay();
       return this.#refuseConnect(verdict, "authentication failed");
     }
 
@@ -316,8 +318,14 @@ export class ClientConnection {
     // Takeover and session resumption.
     const { session, present } = broker.openSession(this, p.cleanStart, requestedExpiry);
     this.session = session;
+    const { username, remoteAddress, remotePort, certificate } = this.info;
     session.will = p.will
-      ? { will: p.will, delaySec: this.v5 ? (p.will.properties?.willDelayInterval ?? 0) : 0 }
+      ? {
+        will: p.will,
+        delaySec: this.v5 ? (p.will.properties?.willDelayInterval ?? 0) : 0,
+        // Authorized as this identity when it is published.
+        owner: { username, remoteAddress, remotePort, certificate },
+      }
       : undefined;
     broker.persistSession(session);
     if (broker.store.dirty) await broker.store.flush();
@@ -928,6 +936,8 @@ export class ClientConnection {
         this.broker.metrics.expiredDropped++;
         continue;
       }
+      // Queued while offline or under other rules: checked against this client and the rules now.
+      if (!this.broker.auth.authorizeDelivery(this.info, d.message.topic)) continue;
       this.#sendInflight(d, now);
     }
   }

@@ -5,4 +5,4 @@
  */
 export * from "./options.ts";
 export { Broker } from "./broker.ts";
-export type { BrokerDeps } from "./broker.ts";
+export type { AuthReloadResult, BrokerDeps } from "./broker.ts";

@@ -7,6 +7,8 @@
  * @module
  */
 
+import { DEFAULT_PBKDF2_ITERATIONS, type PasswordAlgorithm } from "../auth/mod.ts";
+
 /** A network listener the broker accepts clients on. */
 export interface ListenerOptions {
   /** Transport kind. Only `tcp` exists today; TLS and WebSocket come with the security work. */
@@ -28,8 +30,12 @@ export interface BrokerOptions {
   dataPath: string;
   /** Minimum level of log records that are written. */
   logLevel: LogLevel;
-  /** Admit clients that send no user name. */
-  allowAnonymous: boolean;
+  /**
+   * Admit clients that send no user name and present no client certificate: `true`, `false`, or
+   * `"loopback"` (the default: only connections from 127.0.0.0/8 or ::1, so a broker that is
+   * opened to the network does not become open to anonymous clients by accident).
+   */
+  allowAnonymous: boolean | "loopback";
   /** Accept MQTT 3.1 ("MQIsdp", level 3) clients as well as 3.1.1 and 5.0. */
   allowMqtt31: boolean;
 
@@ -90,14 +96,26 @@ export interface BrokerOptions {
   maxConnectRatePerAddress: number;
   /** PUBLISH packets per second one client may send, averaged over a 1 s burst (0 = no limit); beyond it DISCONNECT 0x96. */
   maxPublishRatePerClient: number;
+  /** Password file (`user:hash` lines, written by `main.ts passwd`); unset: user names are not checked. */
+  passwordFile?: string;
+  /** Role-based ACL file (YAML); unset: every action is allowed. Once set, deny by default. */
+  aclFile?: string;
+  /** Delay before the CONNACK that refuses a failed authentication (slows password guessing), ms. */
+  authFailDelayMs: number;
+  /** Hash algorithm `main.ts passwd` uses for new passwords. */
+  passwordAlgorithm: PasswordAlgorithm;
+  /** PBKDF2-SHA512 iterations for new passwords; cheaper hashes in the file are warned about. */
+  passwordIterations: number;
+  /** A verified client certificate's Common Name becomes the user name (and authenticates). */
+  useCertificateCnAsUsername: boolean;
 }
 
-/** Built-in defaults: localhost only, anonymous allowed there, as Mosquitto 2 does. */
+/** Built-in defaults: localhost only, anonymous clients only from loopback addresses. */
 export const DEFAULT_OPTIONS: Readonly<BrokerOptions> = Object.freeze({
   listeners: [{ type: "tcp", host: "127.0.0.1", port: 1883 }],
   dataPath: "./data/broker.db",
   logLevel: "info",
-  allowAnonymous: true,
+  allowAnonymous: "loopback",
   allowMqtt31: true,
   maxConnections: 20_000,
   connectTimeoutMs: 10_000,
@@ -126,6 +144,12 @@ export const DEFAULT_OPTIONS: Readonly<BrokerOptions> = Object.freeze({
   maxTopicLevels: 128,
   maxConnectRatePerAddress: 0,
   maxPublishRatePerClient: 0,
+  passwordFile: undefined,
+  aclFile: undefined,
+  authFailDelayMs: 1_000,
+  passwordAlgorithm: "pbkdf2-sha512",
+  passwordIterations: DEFAULT_PBKDF2_ITERATIONS,
+  useCertificateCnAsUsername: false,
 }) as Readonly<BrokerOptions>;
 
 /** Returns full options: the defaults overlaid with what the caller gave. */

@@ -5,10 +5,13 @@
  * @module
  */
 import denoJson from "../../deno.json" with { type: "json" };
+import { PasswordFileError } from "../auth/mod.ts";
 import { Broker, type BrokerOptions, resolveOptions } from "../broker/mod.ts";
-import { ConfigError, loadConfigFile, mergeOverrides } from "../config/mod.ts";
+import { ConfigError, loadAclFile, loadConfigFile, mergeOverrides } from "../config/mod.ts";
 import { createLogger, type Logger } from "../observe/log.ts";
 import { type CliArgs, HELP_OPTIONS, parseCliArgs, UsageError } from "./args.ts";
+import { runCheck } from "./check.ts";
+import { runPasswd } from "./passwd.ts";
 
 export { type CliArgs, parseCliArgs, UsageError } from "./args.ts";
 
@@ -59,6 +62,8 @@ function writeStderr(text: string): void {
 export async function runCli(args: string[], options: RunCliOptions = {}): Promise<number> {
   const stdout = options.stdout ?? writeStdout;
   const stderr = options.stderr ?? writeStderr;
+  if (args[0] === "passwd") return await runPasswd(args.slice(1), { stdout, stderr });
+  if (args[0] === "check") return await runCheck(args.slice(1), { stdout, stderr });
 
   let parsed;
   try {
@@ -71,7 +76,10 @@ export async function runCli(args: string[], options: RunCliOptions = {}): Promi
   if (parsed.help) {
     stdout(
       `${PROGRAM} ${VERSION}: MQTT 5.0 and 3.1.1 broker\n\n` +
-        `Usage: ${PROGRAM} [options]\n\n${HELP_OPTIONS}\n`,
+        `Usage: ${PROGRAM} [options]\n` +
+        `       ${PROGRAM} check [--config FILE]     validate config, password and ACL files\n` +
+        `       ${PROGRAM} passwd FILE USER [...]    add, change or delete a user (see --help)\n` +
+        `\n${HELP_OPTIONS}\n`,
     );
     return ExitCode.Ok;
   }
@@ -115,14 +123,20 @@ async function serve(
   options: RunCliOptions & { configFile: string | undefined },
 ): Promise<number> {
   const stops = new StopRequests(options.signal);
+  let stopHangupListener: (() => void) | undefined;
   try {
     let broker: Broker | undefined;
     try {
-      broker = new Broker(brokerOptions, { logger });
+      broker = new Broker(brokerOptions, { logger, loadAcl: loadAclFile });
       await broker.start();
     } catch (error) {
-      logger.error("broker failed to start", { error });
       await broker?.stop().catch(() => {});
+      if (error instanceof ConfigError || error instanceof PasswordFileError) {
+        // A bad password or ACL file is a configuration error, reported like a bad config file.
+        (options.stderr ?? writeStderr)(`${PROGRAM}: ${error.message}\n`);
+        return ExitCode.Usage;
+      }
+      logger.error("broker failed to start", { error });
       return ExitCode.Failure;
     }
     for (const { host, port } of broker.addresses) {
@@ -132,6 +146,11 @@ async function serve(
       version: VERSION,
       config: options.configFile,
       data: brokerOptions.dataPath,
+    });
+    stopHangupListener = onHangup(() => {
+      // Re-reads the password file and the ACL; a bad file keeps the rules in force (logged).
+      logger.info("reloading", { reason: "SIGHUP" });
+      broker.reloadAuth().catch((error) => logger.error("auth reload failed", { error }));
     });
     options.onStarted?.(broker);
 
@@ -151,8 +170,19 @@ async function serve(
     logger.info("broker stopped");
     return ExitCode.Ok;
   } finally {
+    stopHangupListener?.();
     stops.close();
   }
+}
+
+/** Calls `handler` on each SIGHUP; returns a function that stops listening (no-op on Windows). */
+function onHangup(handler: () => void): () => void {
+  try {
+    Deno.addSignalListener("SIGHUP", handler);
+  } catch {
+    return () => {};
+  }
+  return () => Deno.removeSignalListener("SIGHUP", handler);
 }
 
 function formatAddress(host: string, port: number): string {

@@ -183,7 +183,7 @@ class ConfigReader {
   }
 
   /** Returns the entry's value if it satisfies the rule, or throws a ConfigError. */
-  #value(rule: ValueRule, entry: Entry): string | number | boolean {
+  #value(rule: ValueRule, entry: Entry): string | number | boolean | undefined {
     const node = this.#resolve(entry.value);
     const value = node !== null && isScalar(node) ? node.value : undefined;
     switch (rule.kind) {
@@ -210,6 +210,20 @@ class ConfigReader {
         return this.#failEntry(
           entry,
           `${entry.path} must be one of ${rule.values.join(", ")}, got ${describe(node)}`,
+        );
+      case "bool_or":
+        if (typeof value === "boolean") return value;
+        if (typeof value === "string" && rule.values.includes(value)) return value;
+        return this.#failEntry(
+          entry,
+          `${entry.path} must be true, false or ${rule.values.join(", ")}, got ${describe(node)}`,
+        );
+      case "path":
+        if (value === null || node === null) return undefined;
+        if (typeof value === "string" && value !== "") return value;
+        return this.#failEntry(
+          entry,
+          `${entry.path} must be a file path (or nothing, for none), got ${describe(node)}`,
         );
     }
   }

@@ -8,6 +8,7 @@
  *
  * @module
  */
+export { loadAclFile, parseAclFile } from "./acl_file.ts";
 export { ConfigError, type ConfigErrorLocation } from "./errors.ts";
 export { loadConfigFile, parseConfig } from "./load.ts";
 export { type ConfigOverrides, mergeOverrides } from "./overrides.ts";
@@ -18,6 +19,7 @@ export {
   LISTENER_TYPES,
   LOG_LEVELS,
   MAX_MQTT_PACKET_SIZE,
+  MIN_PASSWORD_ITERATIONS,
   PORT_RULE,
   TOP_LEVEL_KEYS,
   type ValueRule,

@@ -1,11 +1,19 @@
+import { MAX_PBKDF2_ITERATIONS, PASSWORD_ALGORITHMS } from "../auth/mod.ts";
 import type { BrokerOptions } from "../broker/mod.ts";
+
+/** Fewest PBKDF2 iterations `password_iterations` and `passwd --iterations` accept. */
+export const MIN_PASSWORD_ITERATIONS = 1_000;
 
 /** What a YAML value must be. */
 export type ValueRule =
   | { readonly kind: "int"; readonly min: number; readonly max: number }
   | { readonly kind: "bool" }
   | { readonly kind: "string" }
-  | { readonly kind: "enum"; readonly values: readonly string[] };
+  | { readonly kind: "enum"; readonly values: readonly string[] }
+  /** true, false, or one of `values`. */
+  | { readonly kind: "bool_or"; readonly values: readonly string[] }
+  /** A non-empty file path, or nothing (the key with no value) for none. */
+  | { readonly kind: "path" };
 
 /** One scalar config key and the {@link BrokerOptions} field it sets. */
 export interface ConfigKey {
@@ -38,8 +46,26 @@ export const LOG_LEVELS = ["error", "warn", "info", "debug"] as const;
 export const TOP_LEVEL_KEYS: readonly ConfigKey[] = [
   { key: "data", field: "dataPath", rule: { kind: "string" } },
   { key: "log_level", field: "logLevel", rule: { kind: "enum", values: LOG_LEVELS } },
-  { key: "allow_anonymous", field: "allowAnonymous", rule: BOOL },
+  {
+    key: "allow_anonymous",
+    field: "allowAnonymous",
+    rule: { kind: "bool_or", values: ["loopback"] },
+  },
   { key: "allow_mqtt31", field: "allowMqtt31", rule: BOOL },
+  { key: "password_file", field: "passwordFile", rule: { kind: "path" } },
+  { key: "acl_file", field: "aclFile", rule: { kind: "path" } },
+  { key: "auth_fail_delay_ms", field: "authFailDelayMs", rule: int(0, 60_000) },
+  {
+    key: "password_algorithm",
+    field: "passwordAlgorithm",
+    rule: { kind: "enum", values: PASSWORD_ALGORITHMS },
+  },
+  {
+    key: "password_iterations",
+    field: "passwordIterations",
+    rule: int(MIN_PASSWORD_ITERATIONS, MAX_PBKDF2_ITERATIONS),
+  },
+  { key: "use_certificate_cn_as_username", field: "useCertificateCnAsUsername", rule: BOOL },
 ];
 
 /** Keys of the `limits:` mapping. */

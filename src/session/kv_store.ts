@@ -594,7 +594,7 @@ export class KvSessionStore implements SessionStore {
     await read<WillRecord>(["w"], (key, w) => {
       const found = session(key);
       if (!found) return this.#orphan(key);
-      found.s.will = { will: w.will, delaySec: w.delaySec, dueAt: w.dueAt };
+      found.s.will = { will: w.will, delaySec: w.delaySec, dueAt: w.dueAt, owner: w.owner };
     });
     const retained: Message[] = [];
     await read<{ m: number; topic: string }>(["t"], (key, r) => {

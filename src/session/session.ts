@@ -23,11 +23,22 @@ export interface InflightEntry extends Delivery {
   overdueReported?: boolean;
 }
 
+/** Who set a Will: the identity its publication is authorized as, even after a restart. */
+export interface WillOwner {
+  username?: string;
+  remoteAddress?: string;
+  remotePort?: number;
+  /** The verified client certificate of the connection that set it (mTLS). */
+  certificate?: { commonName?: string; subjectAltNames?: string[] };
+}
+
 /** A Will held in a session until it is published or discarded. */
 export interface PendingWill {
   will: Will;
   /** Will Delay Interval in seconds (v5; 0 for 3.1.1). */
   delaySec: number;
+  /** The identity of the connection that set it (absent in records written before it existed). */
+  owner?: WillOwner;
 }
 
 /** Bounded FIFO of deliveries; amortised O(1) at both ends. */

@@ -39,6 +39,8 @@ export async function startBroker(
     resolveOptions({
       listeners: [{ type: "tcp", host: "127.0.0.1", port: 0 }],
       dataPath: ":memory:",
+      // Refusal tests read with 2 s timeouts; tests of the delay itself set it.
+      authFailDelayMs: 0,
       ...overrides,
     }),
     { sweepIntervalMs: 50, ...deps, logger },
