@@ -17,6 +17,7 @@ import {
   openFileLimits,
   type RunningBroker,
   startBroker,
+  stopAllBrokers,
   type Target,
 } from "./bench/brokers.ts";
 import type { Ctx, RunResult } from "./bench/core.ts";
@@ -39,6 +40,8 @@ Options:
   --scale F               multiply every message and connection count by F (default 1)
   --window W              QoS 1 publisher window: unacknowledged PUBLISH packets (default 100)
   --timeout S             per scenario run, seconds (default 60, quick 30)
+  --ours DIR              run our broker from the main.ts in DIR (default: this checkout), e.g.
+                          a snapshot made with \`git archive\` while the tree is being edited
   --mosquitto-nodelay     start Mosquitto with set_tcp_nodelay true (default: its default, off)
   --json FILE             also write every run's figures as JSON
   --list                  list the scenarios and exit
@@ -60,6 +63,7 @@ interface Options {
   brokers: ("ours" | "ours-kv" | "mosquitto")[];
   compare: boolean;
   mosquittoNodelay: boolean;
+  oursDir?: string;
 }
 
 function fail(message: string): never {
@@ -86,6 +90,7 @@ function parseOptions(args: string[]): Options | undefined {
         timeout: { type: "string" },
         json: { type: "string" },
         "mosquitto-nodelay": { type: "boolean" },
+        ours: { type: "string" },
         list: { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
@@ -160,6 +165,7 @@ function parseOptions(args: string[]): Options | undefined {
     brokers,
     compare: v.compare !== undefined,
     mosquittoNodelay: v["mosquitto-nodelay"] === true,
+    oursDir: v.ours,
   };
 }
 
@@ -222,15 +228,9 @@ async function environment(opts: Options): Promise<string[]> {
     `rounds ${opts.rounds}${opts.quick ? " (quick)" : ""}, counts ×${opts.scale}, ` +
     `QoS 1 window ${opts.window}, ` +
     (opts.mosquittoNodelay ? "mosquitto set_tcp_nodelay true, " : "") +
+    (opts.oursDir ? `ours from ${opts.oursDir}, ` : "") +
     `timeout ${opts.timeoutMs / 1000} s per run`,
   ];
-}
-
-const running = new Set<RunningBroker>();
-
-async function stopAll(): Promise<void> {
-  await Promise.all([...running].map((b) => b.stop()));
-  running.clear();
 }
 
 /** One run of a scenario against a target, bounded by the timeout. */
@@ -301,25 +301,37 @@ async function main(): Promise<number> {
   };
   const brokerNames = opts.external ? ["broker"] : opts.brokers;
   const results: Results = new Map();
+  // First Ctrl+C: stop the brokers, skip the remaining runs and print what there is.
+  // A second one exits at once (after the brokers are stopped).
+  let interrupted = false;
   const onSignal = () => {
-    console.error("bench: interrupted; stopping brokers");
-    stopAll().finally(() => Deno.exit(130));
+    if (interrupted) {
+      stopAllBrokers().finally(() => Deno.exit(130));
+      return;
+    }
+    interrupted = true;
+    console.error("bench: interrupted; stopping brokers (again to quit now)");
+    stopAllBrokers();
   };
   Deno.addSignalListener("SIGINT", onSignal);
   Deno.addSignalListener("SIGTERM", onSignal);
   const started = performance.now();
   try {
-    for (let round = 1; round <= opts.rounds; round++) {
+    for (let round = 1; round <= opts.rounds && !interrupted; round++) {
       for (const sc of opts.scenarios) {
+        if (interrupted) break;
         for (const kind of targetsFor(sc)) {
+          if (interrupted) break;
           let target: Target;
           let broker: RunningBroker | undefined;
           let result: RunResult | Error;
           try {
             if (kind === "external") target = opts.external!;
             else {
-              broker = await startBroker(kind, { mosquittoNodelay: opts.mosquittoNodelay });
-              running.add(broker);
+              broker = await startBroker(kind, {
+                mosquittoNodelay: opts.mosquittoNodelay,
+                oursDir: opts.oursDir,
+              });
               target = broker;
             }
             // Warm-up on the same broker process, then the measured run.
@@ -337,9 +349,9 @@ async function main(): Promise<number> {
           } finally {
             if (broker) {
               await broker.stop();
-              running.delete(broker);
             }
           }
+          if (interrupted) break; // this run was cut short: not a result
           const name = kind === "external" ? "broker" : kind;
           let runs = results.get(sc.name);
           if (!runs) results.set(sc.name, runs = new Map());
@@ -353,7 +365,7 @@ async function main(): Promise<number> {
       }
     }
   } finally {
-    await stopAll();
+    await stopAllBrokers();
     Deno.removeSignalListener("SIGINT", onSignal);
     Deno.removeSignalListener("SIGTERM", onSignal);
   }
@@ -392,6 +404,7 @@ async function main(): Promise<number> {
   for (const runs of results.values()) {
     for (const list of runs.values()) failures += list.filter((r) => r instanceof Error).length;
   }
+  if (interrupted) return 130;
   return failures > 0 ? 1 : 0;
 }
 

@@ -127,11 +127,22 @@ export function mosquittoConfig(port: number, nodelay = false): string {
   ].join("\n");
 }
 
+/** Stop functions of every broker process started and not yet stopped. */
+const live = new Set<() => Promise<void>>();
+let closing = false;
+
+/** Stops every broker started so far, and refuses to start more (on Ctrl+C and at the end). */
+export async function stopAllBrokers(): Promise<void> {
+  closing = true;
+  await Promise.all([...live].map((stop) => stop()));
+}
+
 /** Starts one broker of `kind` on a fresh port, with its files in a new temp directory. */
 export async function startBroker(
   kind: "ours" | "ours-kv" | "mosquitto",
-  opts: { mosquittoNodelay?: boolean } = {},
+  opts: { mosquittoNodelay?: boolean; oursDir?: string } = {},
 ): Promise<RunningBroker> {
+  if (closing) throw new Error("the bench is stopping");
   const dir = await Deno.makeTempDir({ prefix: `mqtt-bench-${kind}-` });
   const port = freePort();
   let cmd: string;
@@ -150,7 +161,7 @@ export async function startBroker(
   const log = await Deno.open(logPath, { write: true, create: true, truncate: true });
   const child = new Deno.Command(cmd, {
     args,
-    cwd: REPO_ROOT,
+    cwd: kind === "mosquitto" ? dir : (opts.oursDir ?? REPO_ROOT),
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -161,26 +172,28 @@ export async function startBroker(
     for await (const chunk of stream) await logWriter.write(chunk).catch(() => {});
   };
   const copies = Promise.all([copy(child.stdout), copy(child.stderr)]).catch(() => {});
-  let stopped = false;
+  let stopping: Promise<void> | undefined;
   let exited = false;
   child.status.then(() => exited = true);
-  const stop = async () => {
-    if (stopped) return;
-    stopped = true;
-    try {
-      child.kill("SIGTERM");
-    } catch { /* already exited */ }
-    const timer = setTimeout(() => {
+  // Every caller waits for the same stop, so nobody exits while the files are still there.
+  const stop = (): Promise<void> =>
+    stopping ??= (async () => {
+      live.delete(stop);
       try {
-        child.kill("SIGKILL");
+        child.kill("SIGTERM");
       } catch { /* already exited */ }
-    }, 3_000);
-    await child.status;
-    clearTimeout(timer);
-    await copies;
-    await logWriter.close().catch(() => {});
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
-  };
+      const timer = setTimeout(() => {
+        try {
+          child.kill("SIGKILL");
+        } catch { /* already exited */ }
+      }, 3_000);
+      await child.status;
+      clearTimeout(timer);
+      await copies;
+      await logWriter.close().catch(() => {});
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    })();
+  live.add(stop);
   const logTail = async () => {
     try {
       const text = await Deno.readTextFile(logPath);
