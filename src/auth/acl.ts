@@ -225,7 +225,9 @@ export function covers(r: readonly string[], f: readonly string[]): boolean {
     }
     if (fl === undefined) return rl === undefined; // f ends: r must end too
     if (rl === undefined) return false; // r ends, f goes on
-    if (fl === "#") return false; // f matches deeper topics r (no '#' here) cannot
+    // f's '#' matches the parent level and any depth below; only r's '#' does too (and, at the
+    // root, where no topic has zero levels, '+/#').
+    if (fl === "#") return i === 0 && rl === "+" && r[1] === "#" && r.length === 2;
     if (rl === "+") {
       if (i === 0 && fl !== "+" && isDollar(fl)) return false;
       continue;

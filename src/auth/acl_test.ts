@@ -33,6 +33,8 @@ Deno.test("covers() holds when every topic of the filter matches the rule", () =
   const c = (r: string, f: string) => covers(r.split("/"), f.split("/"));
   assert.equal(c("#", "a/b"), true);
   assert.equal(c("#", "+/#"), true);
+  assert.equal(c("+/#", "#"), true, "no topic has zero levels");
+  assert.equal(c("a/+/#", "a/#"), false);
   assert.equal(c("a/#", "a"), true, "a/# matches the parent level a");
   assert.equal(c("a/#", "a/+/c"), true);
   assert.equal(c("a/+", "a/b"), true);

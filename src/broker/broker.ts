@@ -299,6 +299,7 @@ export class Broker {
   #logAuthState(what: string, state: AuthState): void {
     const opts = this.options;
     this.logger.info(what, {
+      allowAnonymous: opts.allowAnonymous,
       passwordFile: opts.passwordFile,
       users: state.passwords?.size,
       aclFile: opts.aclFile,
