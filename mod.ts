@@ -43,6 +43,7 @@ export {
 export {
   KvSessionStore,
   MemorySessionStore,
+  NullSessionStore,
   type SessionRecord,
   type SessionStore,
   type StoredState,

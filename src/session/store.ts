@@ -142,9 +142,12 @@ export class MemorySessionStore implements SessionStore {
   dequeue(clientId: string, delivery: Delivery): void {
     const s = this.#session(clientId);
     if (!s) return;
-    // Deliveries leave in FIFO order, so the match is almost always at the front.
-    const i = s.queue.indexOf(delivery);
-    if (i >= 0) s.queue.splice(i, 1);
+    // Deliveries leave in FIFO order: the match is at the front, so shift() is the common case.
+    if (s.queue[0] === delivery) s.queue.shift();
+    else {
+      const i = s.queue.indexOf(delivery);
+      if (i >= 0) s.queue.splice(i, 1);
+    }
   }
   saveInboundQos2(clientId: string, packetId: number, present: boolean): void {
     const s = this.#session(clientId);
@@ -162,4 +165,35 @@ export class MemorySessionStore implements SessionStore {
   deleteRetained(topic: string): void {
     this.#retained.delete(topic);
   }
+}
+
+const EMPTY_STATE: StoredState = { sessions: [], retained: [] };
+
+/**
+ * A store that keeps nothing: what `--data :memory:` uses. The broker's live
+ * session objects are the only copy, so no write costs anything.
+ */
+export class NullSessionStore implements SessionStore {
+  readonly dirty = false;
+  flush(): Promise<void> {
+    return RESOLVED;
+  }
+  load(): Promise<StoredState> {
+    return Promise.resolve(EMPTY_STATE);
+  }
+  close(): Promise<void> {
+    return RESOLVED;
+  }
+  saveSession(): void {}
+  deleteSession(): void {}
+  saveSubscription(): void {}
+  deleteSubscription(): void {}
+  enqueue(): void {}
+  dequeue(): void {}
+  saveInflight(): void {}
+  deleteInflight(): void {}
+  saveInboundQos2(): void {}
+  saveWill(): void {}
+  saveRetained(): void {}
+  deleteRetained(): void {}
 }
