@@ -3,6 +3,8 @@ import { type BrokerOptions, DEFAULT_OPTIONS, resolveOptions } from "../src/brok
 import {
   ConfigError,
   LIMIT_KEYS,
+  LISTENER_KEYS,
+  LISTENER_TYPES,
   loadConfigFile,
   mergeOverrides,
   parseConfig,
@@ -37,6 +39,16 @@ Deno.test("the example config mentions every config key", async () => {
   const keys = [...TOP_LEVEL_KEYS, ...LIMIT_KEYS].map((k) => k.key);
   for (const key of [...keys, "listeners", "limits", "type", "host", "port"]) {
     assert.match(text, new RegExp(`^\\s*(- )?${key}:`, "m"), `example lacks ${key}`);
+  }
+});
+
+Deno.test("the example config documents every listener key and type", async () => {
+  const text = await Deno.readTextFile(EXAMPLE_PATH);
+  for (const key of LISTENER_KEYS) {
+    assert.match(text, new RegExp(`^#\\s+(- )?${key}:`, "m"), `example lacks listener key ${key}`);
+  }
+  for (const type of LISTENER_TYPES) {
+    assert.match(text, new RegExp(`^#\\s+${type}\\s`, "m"), `example lacks listener type ${type}`);
   }
 });
 
@@ -219,13 +231,13 @@ Deno.test("parseConfig reports each kind of error at file:line:column", async (t
       name: "unknown listener type",
       yaml: "listeners:\n  - type: quic\n",
       at: [2, 11],
-      reason: 'listeners[0].type must be one of tcp, got "quic"',
+      reason: 'listeners[0].type must be one of tcp, tls, ws, wss, got "quic"',
     },
     {
       name: "unknown listener key",
       yaml: "listeners:\n  - port: 1\n    tls: true\n",
       at: [3, 5],
-      reason: /^Unknown key listeners\[0\]\.tls; known keys: type, host, port$/,
+      reason: /^Unknown key listeners\[0\]\.tls; known keys: type, host, port, cert_file, /,
     },
     {
       name: "listener that is not a mapping",

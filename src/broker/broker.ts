@@ -1,5 +1,5 @@
 import { ReasonCode } from "../codec/mod.ts";
-import { type ConnListener, TcpListener } from "../connection/mod.ts";
+import { type ConnListener, openListener } from "../connection/mod.ts";
 import {
   type AclRules,
   type AuthHooks,
@@ -29,7 +29,7 @@ import {
 } from "../session/mod.ts";
 import { parseTopicFilter, type TopicLimits } from "../topic/mod.ts";
 import { ClientConnection } from "./client.ts";
-import type { BrokerOptions } from "./options.ts";
+import type { BrokerOptions, ListenerOptions } from "./options.ts";
 import { TokenBucket } from "../util/token_bucket.ts";
 
 const NO_EXPIRY = 0xffff_ffff;
@@ -100,8 +100,8 @@ export class Broker {
   readonly metrics: Metrics = new Metrics();
   readonly retained: RetainedStore;
   readonly topicLimits: TopicLimits;
-  /** Bound addresses of the listeners, known after {@link start}. */
-  addresses: { host: string; port: number }[] = [];
+  /** Bound addresses of the listeners, in `options.listeners` order, known after {@link start}. */
+  addresses: { host: string; port: number; type: ListenerOptions["type"] }[] = [];
   readonly #tree = new SubscriptionTree();
   readonly #sessions = new Map<string, Session>();
   /** Live connection per client id (after CONNACK). */
@@ -185,11 +185,26 @@ export class Broker {
       await this.store.close();
       throw err;
     }
-    for (const l of this.options.listeners) {
-      const listener = new TcpListener(l.host, l.port);
-      this.#listeners.push(listener);
-      this.addresses.push({ host: listener.host, port: listener.port });
-      this.#acceptLoops.push(this.#acceptLoop(listener));
+    try {
+      for (const l of this.options.listeners) {
+        const listener = await openListener(l, {
+          logger: this.logger,
+          handshakeTimeoutMs: this.options.connectTimeoutMs,
+          maxBufferedBytes: Math.max(4 * 1024 * 1024, 2 * this.options.maxPacketSize),
+        });
+        this.#listeners.push(listener);
+        this.addresses.push({ host: listener.host, port: listener.port, type: l.type });
+        this.#acceptLoops.push(this.#acceptLoop(listener));
+      }
+    } catch (err) {
+      // A listener that cannot open (address taken, bad certificate) stops the start.
+      for (const l of this.#listeners) l.close();
+      await Promise.all(this.#acceptLoops);
+      await Promise.all(this.#listeners.map((l) => l.release?.()));
+      this.#listeners.length = 0;
+      this.#acceptLoops.length = 0;
+      await this.store.close();
+      throw err;
     }
     this.#sweepTimer = setInterval(() => this.#sweep(), this.#sweepIntervalMs);
   }
@@ -222,6 +237,8 @@ export class Broker {
     }
     for (const c of [...this.#connections]) c.conn.close();
     await Promise.all(this.#runs);
+    // HTTP and node:tls servers hold their sockets until their connections are gone.
+    await Promise.all(this.#listeners.map((l) => l.release?.()));
     clearInterval(this.#sweepTimer);
     this.#sweepTimer = undefined;
     if (this.store.dirty) await this.store.flush().catch(() => {});
@@ -320,6 +337,35 @@ export class Broker {
         users: weak.slice(0, 10).map((e) => e.username).join(","),
       });
     }
+  }
+
+  /**
+   * Re-reads the certificate and key files of the TLS and WSS listeners (SIGHUP). New connections
+   * get the new certificate; a listener whose files cannot be read or do not form a valid pair
+   * keeps its old one, and the reason is logged.
+   *
+   * @returns How many listeners took new files, kept unchanged ones, or failed.
+   */
+  async reloadCertificates(): Promise<{ reloaded: number; unchanged: number; failed: number }> {
+    const result = { reloaded: 0, unchanged: 0, failed: 0 };
+    for (const [i, listener] of this.#listeners.entries()) {
+      if (!listener.reloadCertificates || this.#stopping) continue;
+      const { type, host, port } = this.addresses[i];
+      const at = { listener: `${type}://${host}:${port}` };
+      try {
+        if (await listener.reloadCertificates()) {
+          result.reloaded++;
+          this.logger.info("certificates reloaded", at);
+        } else result.unchanged++;
+      } catch (err) {
+        result.failed++;
+        this.logger.error("certificate reload failed", {
+          ...at,
+          error: err,
+        });
+      }
+    }
+    return result;
   }
 
   async #acceptLoop(listener: ConnListener): Promise<void> {

@@ -111,6 +111,7 @@ export class ClientConnection {
       protocolVersion: this.protocolVersion,
       remoteAddress: this.conn.remoteAddress,
       remotePort: this.conn.remotePort,
+      certificate: this.conn.peerIdentity,
     };
   }
 

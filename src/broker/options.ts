@@ -11,12 +11,28 @@ import { DEFAULT_PBKDF2_ITERATIONS, type PasswordAlgorithm } from "../auth/mod.t
 
 /** A network listener the broker accepts clients on. */
 export interface ListenerOptions {
-  /** Transport kind. Only `tcp` exists today; TLS and WebSocket come with the security work. */
-  type: "tcp";
+  /**
+   * Transport: `tcp` (MQTT over TCP), `tls` (over TLS, ALPN `mqtt`), `ws` or `wss` (over
+   * WebSocket, subprotocol `mqtt`).
+   */
+  type: "tcp" | "tls" | "ws" | "wss";
   /** Address to bind, e.g. `127.0.0.1` or `0.0.0.0`. */
   host: string;
   /** TCP port; 0 picks an ephemeral port (tests). */
   port: number;
+  /** `tls`/`wss`: PEM certificate file (the server certificate, then any intermediates). */
+  certFile?: string;
+  /** `tls`/`wss`: PEM private key file. */
+  keyFile?: string;
+  /** `tls` with `requireClientCert`: PEM CA file that client certificates must chain to. */
+  caFile?: string;
+  /**
+   * `tls` only: refuse clients without a certificate from `caFile` (mutual TLS). Served by
+   * `node:tls`, since `Deno.listenTls` cannot request client certificates.
+   */
+  requireClientCert?: boolean;
+  /** `ws`/`wss`: HTTP path of the MQTT endpoint. Default `/mqtt`. */
+  path?: string;
 }
 
 /** Log verbosity, from least to most output. */

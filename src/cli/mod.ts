@@ -139,8 +139,8 @@ async function serve(
       logger.error("broker failed to start", { error });
       return ExitCode.Failure;
     }
-    for (const { host, port } of broker.addresses) {
-      logger.info("listening", { address: formatAddress(host, port) });
+    for (const { host, port, type } of broker.addresses) {
+      logger.info("listening", { address: formatAddress(host, port), transport: type });
     }
     logger.info("broker started", {
       version: VERSION,
@@ -151,6 +151,10 @@ async function serve(
       // Re-reads the password file and the ACL; a bad file keeps the rules in force (logged).
       logger.info("reloading", { reason: "SIGHUP" });
       broker.reloadAuth().catch((error) => logger.error("auth reload failed", { error }));
+      // New TLS/WSS connections get re-read certificate files; a bad file keeps the old (logged).
+      broker.reloadCertificates().catch((error) =>
+        logger.error("certificate reload failed", { error })
+      );
     });
     options.onStarted?.(broker);
 

@@ -15,10 +15,13 @@ import {
   type ListenerOptions,
   resolveOptions,
 } from "../broker/mod.ts";
+import { caProblem, keyPairProblem } from "../connection/mod.ts";
 import { ConfigError } from "./errors.ts";
 import {
   type ConfigKey,
+  DEFAULT_LISTENER_PORTS,
   LIMIT_KEYS,
+  LISTENER_KEY_TYPES,
   LISTENER_KEYS,
   LISTENER_TYPES,
   PORT_RULE,
@@ -140,7 +143,6 @@ class ConfigReader {
     if (node.items.length === 0) {
       this.#fail(node, "listeners must list at least one listener, got an empty list");
     }
-    const fallback = DEFAULT_OPTIONS.listeners[0];
     const listeners: ListenerOptions[] = [];
     const seen = new Map<string, string>();
     node.items.forEach((raw, index) => {
@@ -152,20 +154,15 @@ class ConfigReader {
           `${path} must be a mapping with type, host and port, got ${describe(item)}`,
         );
       }
-      const listener: ListenerOptions = { type: "tcp", host: fallback.host, port: fallback.port };
+      const fields = new Map<string, Entry>();
       for (const field of this.#entries(item, `${path}.`)) {
         const name = field.path.slice(path.length + 1);
-        if (name === "type") {
-          const rule: ValueRule = { kind: "enum", values: LISTENER_TYPES };
-          listener.type = this.#value(rule, field) as ListenerOptions["type"];
-        } else if (name === "host") {
-          listener.host = this.#value({ kind: "string" }, field) as string;
-        } else if (name === "port") {
-          listener.port = this.#value(PORT_RULE, field) as number;
-        } else {
+        if (!(LISTENER_KEYS as readonly string[]).includes(name)) {
           this.#unknownKey(field, `${path}.`, LISTENER_KEYS);
         }
+        fields.set(name, field);
       }
+      const listener = this.#readListener(path, item, fields);
       const address = `${listener.host}:${listener.port}`;
       const earlier = seen.get(address);
       if (earlier !== undefined && listener.port !== 0) {
@@ -175,6 +172,124 @@ class ConfigReader {
       listeners.push(listener);
     });
     return listeners;
+  }
+
+  /** One listener: its keys must fit its type, and its certificate files must be usable. */
+  #readListener(path: string, item: YAMLMap, fields: Map<string, Entry>): ListenerOptions {
+    const typeEntry = fields.get("type");
+    const type = typeEntry
+      ? this.#value({ kind: "enum", values: LISTENER_TYPES }, typeEntry) as ListenerOptions["type"]
+      : "tcp";
+    // Errors about what a listener lacks point at its type, or at the listener itself.
+    const typeNode = typeEntry?.key ?? item;
+    for (const [key, types] of Object.entries(LISTENER_KEY_TYPES)) {
+      const field = fields.get(key);
+      if (field === undefined || types.includes(type)) continue;
+      const why = key === "require_client_cert" && type === "wss"
+        ? " (Deno.serve cannot request client certificates)"
+        : "";
+      this.#fail(
+        field.key,
+        `${field.path} applies only to ${types.join(" and ")} listeners, not ${type}${why}`,
+      );
+    }
+    const hostEntry = fields.get("host");
+    const portEntry = fields.get("port");
+    const host = hostEntry
+      ? this.#value({ kind: "string" }, hostEntry) as string
+      : DEFAULT_OPTIONS.listeners[0].host;
+    let port = DEFAULT_LISTENER_PORTS[type];
+    if (portEntry) port = this.#value(PORT_RULE, portEntry) as number;
+    if (port === undefined) {
+      this.#fail(typeNode, `${path} is a ${type} listener and needs a port (it has no default)`);
+    }
+    const listener: ListenerOptions = { type, host, port };
+
+    if (type === "tls" || type === "wss") {
+      const certEntry = fields.get("cert_file");
+      const keyEntry = fields.get("key_file");
+      if (certEntry === undefined || keyEntry === undefined) {
+        const missing = certEntry === undefined ? "cert_file" : "key_file";
+        this.#fail(typeNode, `${path} is a ${type} listener and needs ${missing}`);
+      }
+      const cert = this.#pemFile(certEntry, "certificate");
+      const key = this.#pemFile(keyEntry, "key");
+      const problem = keyPairProblem(cert.text, key.text);
+      if (problem !== undefined) {
+        this.#failEntry(keyEntry, `${path}: ${problem} (${cert.path}, ${key.path})`);
+      }
+      listener.certFile = cert.path;
+      listener.keyFile = key.path;
+    }
+    const requireEntry = fields.get("require_client_cert");
+    const caEntry = fields.get("ca_file");
+    if (requireEntry) {
+      listener.requireClientCert = this.#value({ kind: "bool" }, requireEntry) as boolean;
+    }
+    if (listener.requireClientCert && caEntry === undefined) {
+      this.#failEntry(
+        requireEntry!,
+        `${path}.require_client_cert needs ca_file, the CA that client certificates must chain to`,
+      );
+    }
+    if (caEntry !== undefined) {
+      if (!listener.requireClientCert) {
+        this.#fail(caEntry.key, `${caEntry.path} is only used with require_client_cert: true`);
+      }
+      listener.caFile = this.#pemFile(caEntry, "CA certificate").path;
+    }
+    const pathEntry = fields.get("path");
+    if (pathEntry) {
+      const value = this.#value({ kind: "string" }, pathEntry) as string;
+      if (!/^\/[^\s?#]*$/.test(value)) {
+        this.#failEntry(
+          pathEntry,
+          `${pathEntry.path} must be an HTTP path starting with "/" (no spaces, "?" or "#"), ` +
+            `got ${JSON.stringify(value)}`,
+        );
+      }
+      listener.path = value;
+    }
+    return listener;
+  }
+
+  /** Reads a PEM file named by `entry` now, so that a bad path stops the broker before it starts. */
+  #pemFile(
+    entry: Entry,
+    kind: "certificate" | "key" | "CA certificate",
+  ): { path: string; text: string } {
+    const path = this.#value({ kind: "string" }, entry) as string;
+    let text: string;
+    try {
+      text = Deno.readTextFileSync(path);
+    } catch (error) {
+      this.#failEntry(
+        entry,
+        `${entry.path} ${JSON.stringify(path)} cannot be read: ${explainReadError(error)}`,
+      );
+    }
+    const marker = kind === "key"
+      ? /-----BEGIN [A-Z ]*PRIVATE KEY-----/
+      : /-----BEGIN CERTIFICATE-----/;
+    if (!marker.test(text)) {
+      this.#failEntry(
+        entry,
+        `${entry.path} ${JSON.stringify(path)} holds no PEM ${
+          kind === "key" ? "private key" : "certificate"
+        }`,
+      );
+    }
+    if (kind === "key" && text.includes("-----BEGIN ENCRYPTED PRIVATE KEY-----")) {
+      this.#failEntry(
+        entry,
+        `${entry.path} ${JSON.stringify(path)} is encrypted; the broker needs an unencrypted key`,
+      );
+    }
+    if (kind === "CA certificate") {
+      const problem = caProblem(text);
+      if (problem !== undefined) this.#failEntry(entry, `${entry.path}: ${problem} (${path})`);
+    }
+    return { path, text };
   }
 
   #readKey(key: ConfigKey, entry: Entry, partial: PartialOptions): void {

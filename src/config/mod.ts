@@ -14,7 +14,9 @@ export { loadConfigFile, parseConfig } from "./load.ts";
 export { type ConfigOverrides, mergeOverrides } from "./overrides.ts";
 export {
   type ConfigKey,
+  DEFAULT_LISTENER_PORTS,
   LIMIT_KEYS,
+  LISTENER_KEY_TYPES,
   LISTENER_KEYS,
   LISTENER_TYPES,
   LOG_LEVELS,

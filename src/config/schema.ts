@@ -123,9 +123,31 @@ export const LIMIT_KEYS: readonly ConfigKey[] = [
   { key: "max_publish_rate_per_client", field: "maxPublishRatePerClient", rule: int(0, MAX_COUNT) },
 ];
 
-/** Keys of each entry of the `listeners:` sequence (`type` and `host`/`port`). */
-export const LISTENER_KEYS = ["type", "host", "port"] as const;
+/** Keys of each entry of the `listeners:` sequence. */
+export const LISTENER_KEYS = [
+  "type",
+  "host",
+  "port",
+  "cert_file",
+  "key_file",
+  "ca_file",
+  "require_client_cert",
+  "path",
+] as const;
 /** Listener transports the broker knows. */
-export const LISTENER_TYPES = ["tcp"] as const;
+export const LISTENER_TYPES = ["tcp", "tls", "ws", "wss"] as const;
+/** Listener keys that only some transports take, and which ones. */
+export const LISTENER_KEY_TYPES: { readonly [key: string]: readonly string[] } = {
+  cert_file: ["tls", "wss"],
+  key_file: ["tls", "wss"],
+  ca_file: ["tls"],
+  require_client_cert: ["tls"],
+  path: ["ws", "wss"],
+};
+/** Port a listener binds when the file names none; `ws` and `wss` have no registered port. */
+export const DEFAULT_LISTENER_PORTS: { readonly [type: string]: number | undefined } = {
+  tcp: 1883,
+  tls: 8883,
+};
 /** TCP port range; 0 asks the OS for a free port. */
 export const PORT_RULE: ValueRule = int(0, 65_535);

@@ -6,11 +6,23 @@
  * @module
  */
 
+/** What a verified client certificate says about its holder (mutual TLS listeners only). */
+export interface PeerIdentity {
+  /** The subject's Common Name (the first one when there are several). */
+  commonName?: string;
+  /** Subject Alternative Names as `type:value`, e.g. `DNS:device-42.example`, `email:a@b.c`. */
+  subjectAltNames?: string[];
+  /** SHA-256 fingerprint of the certificate, colon-separated hex (`AB:CD:...`). */
+  fingerprint256?: string;
+}
+
 /** A bidirectional byte stream to one client. */
 export interface ByteConn {
   /** Peer address for logs and limits. */
   readonly remoteAddress: string;
   readonly remotePort: number;
+  /** The verified client certificate, on listeners that require one (mutual TLS). */
+  readonly peerIdentity?: PeerIdentity;
   /** Reads into `buf`; resolves to the byte count, or null at end of stream. */
   read(buf: Uint8Array): Promise<number | null>;
   /** Writes some of `buf` (possibly not all); resolves to the count written. */
@@ -28,25 +40,40 @@ export interface ConnListener {
   readonly port: number;
   /** Next connection, or null once closed. */
   accept(): Promise<ByteConn | null>;
-  /** Stops accepting. */
+  /** Stops accepting; connections already accepted stay open. */
   close(): void;
+  /**
+   * Re-reads the certificate and key files (TLS and WSS listeners). Resolves to true when new
+   * material is in use for new connections, false when the files are unchanged; throws (keeping
+   * the old material) when they cannot be read or do not form a valid pair.
+   */
+  reloadCertificates?(): Promise<boolean>;
+  /**
+   * Releases what is left once the broker has closed every connection of this listener (an HTTP
+   * server, a `node:tls` server); resolves when done. Called after {@link close}.
+   */
+  release?(): Promise<void>;
 }
 
-class TcpByteConn implements ByteConn {
+/** A {@link ByteConn} over a Deno TCP or TLS connection. */
+export class DenoByteConn implements ByteConn {
   readonly remoteAddress: string;
   readonly remotePort: number;
-  readonly #conn: Deno.TcpConn;
+  readonly #conn: Deno.Conn;
   #closed = false;
 
-  constructor(conn: Deno.TcpConn) {
+  constructor(conn: Deno.TcpConn | Deno.TlsConn) {
     this.#conn = conn;
     const addr = conn.remoteAddr as Deno.NetAddr;
     this.remoteAddress = addr.hostname;
     this.remotePort = addr.port;
     // Accepted sockets start with Nagle on: small acks would stall 40 ms (deno-notes §3).
-    try {
-      conn.setNoDelay(true);
-    } catch { /* socket already gone */ }
+    // A TlsConn has no setNoDelay; the Outbox writes each batch in one call instead.
+    if ("setNoDelay" in conn) {
+      try {
+        conn.setNoDelay(true);
+      } catch { /* socket already gone */ }
+    }
   }
 
   read(buf: Uint8Array): Promise<number | null> {
@@ -90,7 +117,7 @@ export class TcpListener implements ConnListener {
   async accept(): Promise<ByteConn | null> {
     while (!this.#closed) {
       try {
-        return new TcpByteConn(await this.#listener.accept());
+        return new DenoByteConn(await this.#listener.accept());
       } catch (err) {
         if (this.#closed || err instanceof Deno.errors.BadResource) return null;
         // Transient accept failures (EMFILE, ECONNABORTED): back off briefly and go on.

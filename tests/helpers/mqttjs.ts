@@ -28,6 +28,8 @@ export interface Received {
 export type MqttJsOptions = Omit<IClientOptions, "host" | "port" | "protocol"> & {
   /** 5 (default) or 4. */
   protocolVersion?: 4 | 5;
+  /** Transport: `mqtt` (TCP, default), `mqtts` (TLS), `ws` or `wss` (WebSocket on `path`). */
+  protocol?: "mqtt" | "mqtts" | "ws" | "wss";
 };
 
 /** A connected MQTT.js client with everything it received. */
