@@ -23,7 +23,7 @@ import {
   type Delivery,
   type InflightEntry,
   KvSessionStore,
-  MemorySessionStore,
+  NullSessionStore,
   Session,
   type SessionStore,
 } from "../session/mod.ts";
@@ -124,7 +124,7 @@ export class Broker {
     this.options = options;
     this.logger = deps.logger ?? silentLogger;
     this.#injectedStore = deps.store;
-    this.store = deps.store ?? new MemorySessionStore();
+    this.store = deps.store ?? new NullSessionStore();
     if (deps.auth) this.auth = deps.auth;
     else {
       this.#fileAuth = new FileAuth({
@@ -177,7 +177,10 @@ export class Broker {
     // A bad password or ACL file stops the start before anything is opened.
     if (this.#fileAuth) this.#logAuthState("auth loaded", await this.#fileAuth.reload());
     if (!this.#injectedStore && this.options.dataPath !== ":memory:") {
-      this.store = await KvSessionStore.open(this.options.dataPath, { logger: this.logger });
+      this.store = await KvSessionStore.open(this.options.dataPath, {
+        logger: this.logger,
+        commitWindowMs: this.options.storeCommitWindowMs,
+      });
     }
     try {
       await this.#restore();
@@ -243,6 +246,8 @@ export class Broker {
     this.#sweepTimer = undefined;
     if (this.store.dirty) await this.store.flush().catch(() => {});
     await this.store.close();
+    const stats = (this.store as { stats?: Record<string, number> }).stats;
+    if (stats) this.logger.info("store statistics", stats);
   }
 
   // ---------------------------------------------------------------- authentication

@@ -66,11 +66,11 @@ export class ClientConnection {
   publishWillOnClose = true;
   /** Session Expiry the CONNECT asked for, for the DISCONNECT 0 → non-zero rule. */
   connectExpirySec = 0;
-  readonly #aliasesIn = new Map<number, string>();
+  #aliasesIn?: Map<number, string>;
   /** Publish rate limit, when configured. */
   #publishBucket?: TokenBucket;
   /** Topic aliases we assigned towards the client on this connection. */
-  readonly #aliasesOut = new Map<string, number>();
+  #aliasesOut?: Map<string, number>;
   /** The client's Topic Alias Maximum (v5): how many aliases we may use towards it. */
   topicAliasMaxOut = 0;
   /** Inbound QoS 1 messages accepted and not yet acknowledged (waiting for the store). */
@@ -81,9 +81,9 @@ export class ClientConnection {
    * Inbound QoS 2 ids received on this connection and awaiting PUBREL. The Receive Maximum
    * quota resets with each connection (4.9), so ids left from an earlier one do not count.
    */
-  readonly #inboundQos2Here = new Set<number>();
+  #inboundQos2Here?: Set<number>;
   /** Resumed in-flight messages not yet resent because the client's Receive Maximum was full (4.9). */
-  readonly #resendBacklog = new Set<number>();
+  #resendBacklog?: Set<number>;
   #info?: ClientInfo;
   #closeReason = "";
 
@@ -121,7 +121,8 @@ export class ClientConnection {
 
   /** Runs the read loop until the connection ends. Never throws. */
   async run(): Promise<void> {
-    let buf = new Uint8Array(2048);
+    // Small to start: idle connections dominate memory; busy ones grow it on full reads.
+    let buf = new Uint8Array(256);
     const metrics = this.broker.metrics;
     try {
       while (this.state !== "closed") {
@@ -147,7 +148,9 @@ export class ClientConnection {
           this.#protocolFailure(err);
         }
         // Grow the read buffer for bulk senders; idle connections keep a small one.
-        if (n === buf.length && buf.length < 65_536) buf = new Uint8Array(buf.length * 4);
+        if (n === buf.length && buf.length < 65_536) {
+          buf = new Uint8Array(Math.min(buf.length * 4, 65_536));
+        }
       }
     } catch (err) {
       if (this.state === "connecting" || this.state === "connected") {
@@ -170,19 +173,22 @@ export class ClientConnection {
       }
       return this.#onConnect(p);
     }
+    // Handlers whose answer waits for the store return a promise; the read loop does not wait for
+    // it, so one commit carries every packet of a read (group commit). Answers still go out in
+    // order: flushes resolve in commit order, and callbacks of one commit in registration order.
     switch (p.type) {
       case PacketType.Publish:
-        return this.#onPublish(p);
+        return this.#detach(this.#onPublish(p));
       case PacketType.Puback:
       case PacketType.Pubrec:
       case PacketType.Pubcomp:
-        return this.#onOutboundAck(p);
+        return this.#detach(this.#onOutboundAck(p));
       case PacketType.Pubrel:
-        return this.#onPubrel(p);
+        return this.#detach(this.#onPubrel(p));
       case PacketType.Subscribe:
-        return this.#onSubscribe(p);
+        return this.#detach(this.#onSubscribe(p));
       case PacketType.Unsubscribe:
-        return this.#onUnsubscribe(p);
+        return this.#detach(this.#onUnsubscribe(p));
       case PacketType.Pingreq:
         this.send(encodePacket({ type: PacketType.Pingresp }));
         return;
@@ -197,6 +203,15 @@ export class ClientConnection {
         this.disconnect(ReasonCode.ProtocolError, "second CONNECT");
         return;
     }
+  }
+
+  /** Lets a handler's pending answer finish on its own; a failure in it ends the connection. */
+  #detach(pending: Promise<void> | undefined): undefined {
+    pending?.catch((err) => {
+      this.broker.logger.error("packet handler failed", { clientId: this.clientId, error: err });
+      this.disconnect(ReasonCode.ImplementationSpecificError, "internal error");
+    });
+    return undefined;
   }
 
   // ---------------------------------------------------------------- CONNECT
@@ -403,7 +418,7 @@ export class ClientConnection {
     for (const entry of session.inflight.values()) {
       // Resends count against this connection's Receive Maximum [MQTT-3.3.4-9] (4.9): the rest
       // wait, in order, for acknowledgements to free slots.
-      if (sent >= this.sendQuota) this.#resendBacklog.add(entry.packetId);
+      if (sent >= this.sendQuota) (this.#resendBacklog ??= new Set()).add(entry.packetId);
       else if (this.#resendEntry(entry, now)) sent++;
     }
   }
@@ -434,9 +449,11 @@ export class ClientConnection {
   /** Resends held-back resumed messages while the client's Receive Maximum allows. */
   #resendFromBacklog(session: Session): void {
     const now = Date.now();
-    for (const id of this.#resendBacklog) {
-      if (session.inflight.size - this.#resendBacklog.size >= this.sendQuota) return;
-      this.#resendBacklog.delete(id);
+    const backlog = this.#resendBacklog;
+    if (backlog === undefined) return;
+    for (const id of backlog) {
+      if (session.inflight.size - backlog.size >= this.sendQuota) return;
+      backlog.delete(id);
       const entry = session.inflight.get(id);
       if (entry !== undefined) this.#resendEntry(entry, now);
     }
@@ -464,9 +481,9 @@ export class ClientConnection {
         );
         return;
       }
-      if (topic.length > 0) this.#aliasesIn.set(alias, topic);
+      if (topic.length > 0) (this.#aliasesIn ??= new Map()).set(alias, topic);
       else {
-        const mapped = this.#aliasesIn.get(alias);
+        const mapped = this.#aliasesIn?.get(alias);
         if (mapped === undefined) {
           this.disconnect(ReasonCode.ProtocolError, `topic alias ${alias} is not mapped`);
           return;
@@ -495,7 +512,10 @@ export class ClientConnection {
     }
     if (p.qos > 0) {
       const duplicateQos2 = p.qos === 2 && session.inboundQos2.has(p.packetId!);
-      if (!duplicateQos2 && this.#inboundQos2Here.size + this.#pendingQos1 >= opts.receiveMaximum) {
+      if (
+        !duplicateQos2 &&
+        (this.#inboundQos2Here?.size ?? 0) + this.#pendingQos1 >= opts.receiveMaximum
+      ) {
         // 3.3.4: more unacknowledged QoS>0 PUBLISH than our Receive Maximum.
         this.disconnect(ReasonCode.ReceiveMaximumExceeded, "Receive Maximum exceeded");
         return;
@@ -540,7 +560,7 @@ export class ClientConnection {
         if (p.qos === 1) this.#ack(PacketType.Puback, p.packetId!, 0);
         else if (p.qos === 2) {
           session.inboundQos2.add(p.packetId!);
-          this.#inboundQos2Here.add(p.packetId!);
+          (this.#inboundQos2Here ??= new Set()).add(p.packetId!);
           this.#ack(PacketType.Pubrec, p.packetId!, 0);
         }
         return;
@@ -570,7 +590,7 @@ export class ClientConnection {
     const code = matched === 0 && this.v5 ? ReasonCode.NoMatchingSubscribers : 0;
     if (p.qos === 2) {
       session.inboundQos2.add(p.packetId!);
-      this.#inboundQos2Here.add(p.packetId!);
+      (this.#inboundQos2Here ??= new Set()).add(p.packetId!);
       broker.persistInboundQos2(session, p.packetId!, true);
     }
     const ackType = p.qos === 1 ? PacketType.Puback : PacketType.Pubrec;
@@ -601,7 +621,7 @@ export class ClientConnection {
   #onPubrel(p: PubAckPacket): Promise<void> | undefined {
     const session = this.session!;
     let code = 0;
-    this.#inboundQos2Here.delete(p.packetId);
+    this.#inboundQos2Here?.delete(p.packetId);
     if (session.inboundQos2.delete(p.packetId)) {
       this.broker.persistInboundQos2(session, p.packetId, false);
     } else code = ReasonCode.PacketIdentifierNotFound; // [MQTT-4.3.3-11]
@@ -698,7 +718,7 @@ export class ClientConnection {
 
   #complete(session: Session, entry: InflightEntry): void {
     session.inflight.delete(entry.packetId);
-    this.#resendBacklog.delete(entry.packetId);
+    this.#resendBacklog?.delete(entry.packetId);
     this.broker.persistInflightDone(session, entry.packetId);
     this.#resendFromBacklog(session);
     this.pump();
@@ -991,10 +1011,10 @@ export class ClientConnection {
     // resends, which carry full topic names [MQTT-3.3.1-1].
     let alias: { alias: number; omitTopic: boolean } | undefined;
     if (this.topicAliasMaxOut > 0 && !dup) {
-      const known = this.#aliasesOut.get(d.message.topic);
+      const known = this.#aliasesOut?.get(d.message.topic);
       if (known !== undefined) alias = { alias: known, omitTopic: true };
-      else if (this.#aliasesOut.size < this.topicAliasMaxOut) {
-        alias = { alias: this.#aliasesOut.size + 1, omitTopic: false };
+      else if ((this.#aliasesOut?.size ?? 0) < this.topicAliasMaxOut) {
+        alias = { alias: (this.#aliasesOut?.size ?? 0) + 1, omitTopic: false };
       }
     }
     const bytes = this.#encode(d, packetId, dup, now, alias);
@@ -1003,7 +1023,9 @@ export class ClientConnection {
       return false;
     }
     // The mapping exists for the client only once a PUBLISH carrying topic and alias was sent.
-    if (alias !== undefined && !alias.omitTopic) this.#aliasesOut.set(d.message.topic, alias.alias);
+    if (alias !== undefined && !alias.omitTopic) {
+      (this.#aliasesOut ??= new Map()).set(d.message.topic, alias.alias);
+    }
     this.broker.metrics.messagesDelivered++;
     this.send(bytes);
     return true;
@@ -1077,7 +1099,7 @@ export class ClientConnection {
     if (!session || this.state !== "connected" || session.inflight.size === 0) return;
     const interval = this.broker.options.retryIntervalMs;
     for (const entry of session.inflight.values()) {
-      if (now - entry.sentAt < interval || this.#resendBacklog.has(entry.packetId)) continue;
+      if (now - entry.sentAt < interval || this.#resendBacklog?.has(entry.packetId)) continue;
       if (!this.v5) {
         this.broker.metrics.retransmissions++;
         entry.sentAt = now;

@@ -108,6 +108,8 @@ export interface BrokerOptions {
   maxTopicLength: number;
   /** Most levels in a topic name or filter. */
   maxTopicLevels: number;
+  /** How long a store commit waits for more writes (ms); lets quick acks cancel writes. */
+  storeCommitWindowMs: number;
   /** CONNECTs accepted per second from one source address (0 = no limit); beyond it CONNACK 0x9F. */
   maxConnectRatePerAddress: number;
   /** PUBLISH packets per second one client may send, averaged over a 1 s burst (0 = no limit); beyond it DISCONNECT 0x96. */
@@ -158,6 +160,7 @@ export const DEFAULT_OPTIONS: Readonly<BrokerOptions> = Object.freeze({
   maxSubscriptionsPerClient: 10_000,
   maxTopicLength: 65_535,
   maxTopicLevels: 128,
+  storeCommitWindowMs: 2,
   maxConnectRatePerAddress: 0,
   maxPublishRatePerClient: 0,
   passwordFile: undefined,

@@ -115,6 +115,7 @@ export const LIMIT_KEYS: readonly ConfigKey[] = [
   },
   { key: "max_topic_length", field: "maxTopicLength", rule: int(1, 65_535) },
   { key: "max_topic_levels", field: "maxTopicLevels", rule: int(1, 65_535) },
+  { key: "store_commit_window_ms", field: "storeCommitWindowMs", rule: int(0, 1_000) },
   {
     key: "max_connect_rate_per_address",
     field: "maxConnectRatePerAddress",
