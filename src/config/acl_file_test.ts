@@ -69,10 +69,15 @@ Deno.test("the example ACL file parses and grants what its comments say", async 
   assert.equal(grafana.checkTopic("receive", "devices/x/telemetry/secret/k").allowed, false);
   const sensor = new BoundAcl(rules, {
     clientId: "s1",
-    certificateIds: ["sensor-0001.example.com"],
+    certificateIds: ["sensor-0001"],
   });
   assert.equal(sensor.checkTopic("publish", "devices/s1/telemetry/t").allowed, true);
   assert.equal(sensor.checkTopic("publish", "devices/s2/telemetry/t").allowed, false);
+  const bySan = new BoundAcl(rules, {
+    clientId: "s2",
+    certificateIds: ["sensor-0002", "DNS:sensor-0002.example.com"],
+  });
+  assert.equal(bySan.checkTopic("publish", "devices/s2/telemetry/t").allowed, true);
   const guest = new BoundAcl(rules, { clientId: "anon" });
   assert.equal(guest.checkSubscribe("public/#").allowed, true);
   assert.equal(guest.checkTopic("publish", "public/x").allowed, false);
