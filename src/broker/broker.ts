@@ -481,7 +481,9 @@ export class Broker {
     }
     this.#byClientId.delete(client.clientId);
     session.connected = false;
-    this.logger.info("client disconnected", { clientId: client.clientId, why });
+    if (this.logger.infoEnabled) {
+      this.logger.info("client disconnected", { clientId: client.clientId, why });
+    }
     const now = Date.now();
     if (client.publishWillOnClose && session.will) {
       const delay = session.will.delaySec;

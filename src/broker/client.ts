@@ -371,16 +371,18 @@ export class ClientConnection {
       },
       this.protocolVersion,
     ));
-    broker.logger.info("client connected", {
-      clientId,
-      address: this.conn.remoteAddress,
-      port: this.conn.remotePort,
-      protocol: this.protocolVersion,
-      keepAlive: this.keepAliveSec,
-      cleanStart: p.cleanStart,
-      sessionPresent: present,
-      sessionExpiry: requestedExpiry,
-    });
+    if (broker.logger.infoEnabled) {
+      broker.logger.info("client connected", {
+        clientId,
+        address: this.conn.remoteAddress,
+        port: this.conn.remotePort,
+        protocol: this.protocolVersion,
+        keepAlive: this.keepAliveSec,
+        cleanStart: p.cleanStart,
+        sessionPresent: present,
+        sessionExpiry: requestedExpiry,
+      });
+    }
     if (present) this.#resend();
     this.pump();
   }

@@ -97,16 +97,17 @@ export class Reader {
  */
 export function decodeUtf8(buf: Uint8Array, start: number, end: number, what: string): string {
   // ASCII fast path: topics and ids are almost always ASCII; avoids a decoder call.
-  if (end - start <= 64) {
-    let s = "";
+  if (end - start <= 256) {
     let i = start;
     for (; i < end; i++) {
       const c = buf[i];
       if (c >= 0x80) break;
       if (c === 0) throw malformed(`Cannot decode ${what}: contains U+0000`);
-      s += String.fromCharCode(c);
     }
-    if (i === end) return s;
+    // One call builds the string; appending char by char cost a string per byte.
+    if (i === end) {
+      return String.fromCharCode.apply(null, buf.subarray(start, end) as unknown as number[]);
+    }
   }
   for (let i = start; i < end; i++) {
     if (buf[i] === 0) throw malformed(`Cannot decode ${what}: contains U+0000`);

@@ -21,6 +21,8 @@ export interface Logger {
   readonly level: LogLevel;
   /** True when debug records are written; check it before building one on a hot path. */
   readonly debugEnabled: boolean;
+  /** True when info records are written (per-connection records check it). */
+  readonly infoEnabled: boolean;
   /** Writes an error record. */
   error(message: string, fields?: LogFields): void;
   /** Writes a warning record. */
@@ -77,6 +79,7 @@ export function createLogger(level: LogLevel, options: LoggerOptions = {}): Logg
   return {
     level,
     debugEnabled: threshold >= RANK.debug,
+    infoEnabled: threshold >= RANK.info,
     error: (m, f) => write("error", m, f),
     warn: (m, f) => write("warn", m, f),
     info: (m, f) => write("info", m, f),

@@ -43,6 +43,9 @@ export class SharedGroup {
   }
 }
 
+/** Topics whose split levels are kept; the cache is dropped whole when full (cheap, bounded). */
+const LEVELS_CACHE_SIZE = 4096;
+
 class Node {
   children?: Map<string, Node>;
   subscribers?: Map<string, SubscriptionEntry>;
@@ -60,6 +63,7 @@ class Node {
  */
 export class SubscriptionTree {
   #root = new Node();
+  readonly #levelsCache = new Map<string, string[]>();
   #count = 0;
 
   /** Number of subscription entries held. */
@@ -133,7 +137,13 @@ export class SubscriptionTree {
     onEntry: (entry: SubscriptionEntry) => void,
     onGroup: (group: SharedGroup) => void,
   ): void {
-    const levels = topic.split("/");
+    // Topics repeat (a device publishes to the same few): reuse their split levels.
+    let levels = this.#levelsCache.get(topic);
+    if (levels === undefined) {
+      levels = topic.split("/");
+      if (this.#levelsCache.size >= LEVELS_CACHE_SIZE) this.#levelsCache.clear();
+      this.#levelsCache.set(topic, levels);
+    }
     // [MQTT-4.7.2-1] first-level wildcards never match `$` topics.
     const dollar = topic.charCodeAt(0) === 0x24;
     this.#walk(this.#root, levels, 0, dollar, onEntry, onGroup);
