@@ -1051,9 +1051,10 @@ export class ClientConnection {
     const perSubscriber = v5 &&
       (d.subscriptionIds !== undefined || expirySec !== undefined || alias !== undefined);
     if (!perSubscriber) {
-      const cache = (m as MessageWithCache).encoded ??= new Map();
+      const cached = m as MessageWithCache;
       const key = (v5 ? 8 : 0) | (d.retain ? 4 : 0) | d.qos;
-      let bytes = cache.get(key);
+      // Most messages need one variant: keep it in two fields; a map only for further variants.
+      let bytes = cached.encodedKey === key ? cached.encodedBytes : cached.encodedMore?.get(key);
       if (bytes === undefined) {
         bytes = encodePublish({
           type: PacketType.Publish,
@@ -1065,7 +1066,10 @@ export class ClientConnection {
           packetId: d.qos > 0 ? 1 : undefined,
           properties: v5 ? m.properties : undefined,
         }, v5);
-        cache.set(key, bytes);
+        if (cached.encodedBytes === undefined) {
+          cached.encodedKey = key;
+          cached.encodedBytes = bytes;
+        } else (cached.encodedMore ??= new Map()).set(key, bytes);
       }
       if (d.qos === 0) return bytes;
       const copy = bytes.slice();
@@ -1262,7 +1266,12 @@ export class ClientConnection {
   }
 }
 
-type MessageWithCache = Message & { encoded?: Map<number, Uint8Array> };
+/** A message with its shared encodings (per protocol version, RETAIN flag and QoS). */
+type MessageWithCache = Message & {
+  encodedKey?: number;
+  encodedBytes?: Uint8Array;
+  encodedMore?: Map<number, Uint8Array>;
+};
 
 function isUtf8(bytes: Uint8Array): boolean {
   try {
