@@ -1,5 +1,7 @@
 import type { ByteConn } from "./transport.ts";
 
+const EMPTY = new Uint8Array(0);
+
 /**
  * Coalesced, bounded writes for one connection: packets queued during one
  * turn of the event loop go out in a single write, and the queued byte count
@@ -35,7 +37,7 @@ export class Outbox {
     this.#pendingBytes += bytes.length;
     if (!this.#scheduled && !this.#writing) {
       this.#scheduled = true;
-      queueMicrotask(() => this.#flush());
+      queueMicrotask(this.#flushTask);
     }
   }
 
@@ -45,49 +47,72 @@ export class Outbox {
     return new Promise((resolve) => this.#idle.push(resolve));
   }
 
-  async #flush(): Promise<void> {
+  // Callbacks made once per outbox: the write path allocates no closure per write.
+  readonly #flushTask = (): void => {
     this.#scheduled = false;
-    if (this.#writing) return;
-    this.#writing = true;
-    try {
-      while (this.#pending.length > 0 && !this.#failed) {
-        const chunks = this.#pending;
-        const size = this.#pendingBytes;
-        this.#pending = [];
-        this.#pendingBytes = 0;
-        this.#inWriteBytes = size;
-        let buf: Uint8Array;
-        if (chunks.length === 1) buf = chunks[0];
-        else {
-          buf = new Uint8Array(size);
-          let off = 0;
-          for (const c of chunks) {
-            buf.set(c, off);
-            off += c.length;
-          }
-        }
-        let off = 0;
-        while (off < buf.length) {
-          // conn.write may write only part of the buffer (deno-notes §3).
-          off += await this.#conn.write(off === 0 ? buf : buf.subarray(off));
-          this.#inWriteBytes = buf.length - off;
-        }
-        this.#inWriteBytes = 0;
-        this.onDrain?.(this.#pendingBytes);
-      }
-    } catch (err) {
-      this.#failed = true;
-      this.#pending = [];
-      this.#pendingBytes = 0;
-      this.#inWriteBytes = 0;
-      this.onError?.(err);
-    } finally {
-      this.#writing = false;
-      if (this.bufferedBytes === 0 || this.#failed) {
-        const waiters = this.#idle;
-        this.#idle = [];
-        for (const w of waiters) w();
+    this.#startWrite();
+  };
+  readonly #onWritten = (n: number): void => this.#written(n);
+  readonly #onWriteError = (err: unknown): void => this.#fail(err);
+  #buf: Uint8Array = new Uint8Array(0);
+  #off = 0;
+
+  /** Takes everything queued as one buffer and writes it (one write per turn, coalesced). */
+  #startWrite(): void {
+    if (this.#writing || this.#failed || this.#pending.length === 0) return;
+    const chunks = this.#pending;
+    const size = this.#pendingBytes;
+    this.#pending = [];
+    this.#pendingBytes = 0;
+    let buf: Uint8Array;
+    if (chunks.length === 1) buf = chunks[0];
+    else {
+      buf = new Uint8Array(size);
+      let off = 0;
+      for (const c of chunks) {
+        buf.set(c, off);
+        off += c.length;
       }
     }
+    this.#writing = true;
+    this.#buf = buf;
+    this.#off = 0;
+    this.#inWriteBytes = size;
+    this.#conn.write(buf).then(this.#onWritten, this.#onWriteError);
+  }
+
+  #written(n: number): void {
+    this.#off += n;
+    const buf = this.#buf;
+    if (this.#off < buf.length) {
+      // conn.write may write only part of the buffer (deno-notes §3).
+      this.#inWriteBytes = buf.length - this.#off;
+      this.#conn.write(buf.subarray(this.#off)).then(this.#onWritten, this.#onWriteError);
+      return;
+    }
+    this.#writing = false;
+    this.#inWriteBytes = 0;
+    this.#buf = EMPTY;
+    this.onDrain?.(this.#pendingBytes);
+    if (this.#pending.length > 0) this.#startWrite();
+    else this.#wakeIdle();
+  }
+
+  #fail(err: unknown): void {
+    this.#failed = true;
+    this.#writing = false;
+    this.#pending = [];
+    this.#pendingBytes = 0;
+    this.#inWriteBytes = 0;
+    this.#buf = EMPTY;
+    this.onError?.(err);
+    this.#wakeIdle();
+  }
+
+  #wakeIdle(): void {
+    if (this.#idle.length === 0) return;
+    const waiters = this.#idle;
+    this.#idle = [];
+    for (const w of waiters) w();
   }
 }
