@@ -136,7 +136,11 @@ export class Broker {
       });
       this.auth = this.#fileAuth;
     }
-    this.retained = new RetainedStore(options.maxRetainedMessages, options.maxRetainedBytes);
+    this.retained = new RetainedStore(
+      options.maxRetainedMessages,
+      options.maxRetainedBytes,
+      (m) => this.store.deleteRetained(m.topic),
+    );
     this.topicLimits = { maxLength: options.maxTopicLength, maxLevels: options.maxTopicLevels };
     this.#sweepIntervalMs = deps.sweepIntervalMs ?? 250;
   }
@@ -766,6 +770,18 @@ export class Broker {
         this.logger.info("session expired", { clientId: session.clientId });
         if (session.will) this.#publishWill(session);
         this.#destroySession(session);
+        continue;
+      }
+      // Expired messages at the head of an offline queue leave it (and the store) now; the walk
+      // stops at the first live one, so a sweep stays bounded. Others go when they are reached.
+      for (
+        let d = session.queue.peek();
+        d !== undefined && isExpired(d.message, now);
+        d = session.queue.peek()
+      ) {
+        session.queue.shift();
+        this.persistDequeue(session, d);
+        this.metrics.expiredDropped++;
       }
     }
   }
@@ -774,7 +790,9 @@ export class Broker {
     const state = await this.store.load();
     const now = Date.now();
     for (const m of state.retained) {
+      // Expired while the broker was down: dropped from the store too.
       if (!isExpired(m, now)) this.retained.set(m);
+      else this.store.deleteRetained(m.topic);
       if (m.id >= this.#nextMessageId) this.#nextMessageId = m.id + 1;
     }
     for (const s of state.sessions) {

@@ -17,9 +17,13 @@ export class RetainedStore {
   readonly maxMessages: number;
   readonly maxBytes: number;
 
-  constructor(maxMessages: number, maxBytes: number) {
+  /** Told about each retained message dropped because it expired (to drop its stored copy). */
+  readonly onExpired?: (message: Message) => void;
+
+  constructor(maxMessages: number, maxBytes: number, onExpired?: (message: Message) => void) {
     this.maxMessages = maxMessages;
     this.maxBytes = maxBytes;
+    this.onExpired = onExpired;
   }
 
   /** Number of retained messages. */
@@ -81,6 +85,7 @@ export class RetainedStore {
     if (isExpired(m, now)) {
       this.#messages.delete(m.topic);
       this.#bytes -= m.payload.length;
+      this.onExpired?.(m);
     } else out.push(m);
   }
 }

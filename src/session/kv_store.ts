@@ -41,6 +41,7 @@ import {
   splitPayload,
 } from "./kv_records.ts";
 import type { Delivery, InflightEntry, PendingWill } from "./session.ts";
+import { salvageKvFile, type SalvageReport } from "./kv_salvage.ts";
 import type { SessionRecord, SessionStore, StoredState } from "./store.ts";
 
 const MAX_MUTATIONS = 900;
@@ -92,6 +93,8 @@ interface SessionKeys {
 export interface OpenReport {
   quarantined: string[];
   danglingReferences: number;
+  /** Set when the file was damaged: where it was moved and what could be copied out of it. */
+  setAside?: { movedTo: string; reason: string } & SalvageReport;
 }
 
 /** Options of {@link KvSessionStore.open}. */
@@ -117,7 +120,7 @@ type Mutation = { key: Deno.KvKey; value: Uint8Array | null; fresh: boolean };
 /** Durable session store on Deno KV with group commit. */
 export class KvSessionStore implements SessionStore {
   readonly path: string;
-  readonly #kv: Deno.Kv;
+  #kv: Deno.Kv;
   readonly #logger: Logger;
   readonly #lockPath?: string;
   #batch = new Map<string, Mutation>();
@@ -173,6 +176,7 @@ export class KvSessionStore implements SessionStore {
       acquireLock(lockPath);
     }
     let kv: Deno.Kv;
+    let damage: { movedTo: string; reason: string } | undefined;
     try {
       kv = await Deno.openKv(path);
     } catch (err) {
@@ -180,18 +184,8 @@ export class KvSessionStore implements SessionStore {
         releaseLock(lockPath);
         throw err;
       }
-      // A damaged header or schema page: keep the file for inspection, start fresh.
-      const aside = `${path}.damaged-${new Date().toISOString().replace(/[:.]/g, "-")}`;
-      logger.error("data store cannot be opened; renamed aside, starting with an empty store", {
-        path,
-        movedTo: aside,
-        error: err,
-      });
-      for (const suffix of ["", "-wal", "-shm"]) {
-        try {
-          await Deno.rename(path + suffix, aside + suffix);
-        } catch { /* missing companion file */ }
-      }
+      // A damaged header or schema page: keep the file for inspection, start fresh, salvage.
+      damage = { movedTo: await setAside(path), reason: (err as Error).message };
       try {
         kv = await Deno.openKv(path);
       } catch (err2) {
@@ -200,6 +194,7 @@ export class KvSessionStore implements SessionStore {
       }
     }
     const store = new KvSessionStore(path, kv, logger, lockPath, options.commitWindowMs ?? 0);
+    if (damage) await store.#salvageFrom(damage.movedTo, damage.reason);
     const schema = await kv.get<number>(["schema"]);
     if (schema.value === null) await kv.set(["schema"], SCHEMA_VERSION);
     else if (schema.value !== SCHEMA_VERSION) {
@@ -210,6 +205,20 @@ export class KvSessionStore implements SessionStore {
       );
     }
     return store;
+  }
+
+  /** Copies what can be read from a damaged file (set aside) into this fresh store. */
+  async #salvageFrom(movedTo: string, reason: string): Promise<void> {
+    const salvage = await salvageKvFile(movedTo, this.#kv);
+    this.report.setAside = { movedTo, reason, ...salvage };
+    this.#logger.error("data store was damaged: renamed aside and salvaged into a fresh store", {
+      path: this.path,
+      movedTo,
+      reason,
+      recordsSalvaged: salvage.copied,
+      rowsSkipped: salvage.skipped,
+      readStoppedBy: salvage.stoppedBy,
+    });
   }
 
   get dirty(): boolean {
@@ -539,7 +548,34 @@ export class KvSessionStore implements SessionStore {
 
   // ---------------------------------------------------------------- load
 
+  /**
+   * Loads everything. A file that cannot be read through (a damaged page: `list` throws) is
+   * closed, renamed aside and salvaged into a fresh store, which is then loaded.
+   */
   async load(): Promise<StoredState> {
+    try {
+      return await this.#load();
+    } catch (err) {
+      if (err instanceof RecordError || /^https?:\/\//.test(this.path)) throw err;
+      this.#kv.close();
+      const movedTo = await setAside(this.path);
+      this.#kv = await Deno.openKv(this.path);
+      await this.#kv.set(["schema"], SCHEMA_VERSION);
+      this.#sessions.clear();
+      this.#refs.clear();
+      this.#parts.clear();
+      this.#retained.clear();
+      this.#written.clear();
+      this.#pendingMsgDeletes.clear();
+      this.#batch.clear();
+      this.report.quarantined.length = 0;
+      this.report.danglingReferences = 0;
+      await this.#salvageFrom(movedTo, (err as Error).message);
+      return await this.#load();
+    }
+  }
+
+  async #load(): Promise<StoredState> {
     const messages = new Map<number, Message>();
     const payloadParts = new Map<number, Uint8Array[]>();
     const read = async <T>(prefix: Deno.KvKey, each: (key: Deno.KvKey, value: T) => void) => {
@@ -737,6 +773,17 @@ function messageRecord(m: Message): MessageRecord {
 
 /** Lock files this process holds: a process-wide fact, so module-level by nature. */
 const heldLocks = new Set<string>();
+
+/** Renames a damaged store file and its companions aside (never deletes); returns the new path. */
+async function setAside(path: string): Promise<string> {
+  const aside = `${path}.damaged-${new Date().toISOString().replace(/[:.]/g, "-")}`;
+  for (const suffix of ["", "-wal", "-shm"]) {
+    try {
+      await Deno.rename(path + suffix, aside + suffix);
+    } catch { /* missing companion file */ }
+  }
+  return aside;
+}
 
 function acquireLock(lockPath: string): void {
   if (heldLocks.has(lockPath)) {

@@ -101,6 +101,68 @@ Deno.test("kv store renames an unopenable file aside and starts empty", async ()
   assert.ok(names.some((n) => n.startsWith("broker.db.damaged-")), `renamed aside: ${names}`);
 });
 
+Deno.test("kv store salvages a file with a damaged page: renamed aside, readable records copied, broker state loads", async () => {
+  const path = freshPath();
+  let store = await KvSessionStore.open(path);
+  await store.load();
+  for (let i = 0; i < 3000; i++) {
+    store.saveSession({
+      clientId: `client-${i}-${"x".repeat(40)}`,
+      protocolVersion: 5,
+      expirySec: 100,
+    });
+  }
+  await store.flush();
+  await store.close();
+  // Overwrite 4 KiB in the middle of the file: `list` then fails on that page (deno-notes §1).
+  const file = await Deno.open(path, { read: true, write: true });
+  const size = (await file.stat()).size;
+  await file.seek(Math.floor(size / 2 / 4096) * 4096, Deno.SeekMode.Start);
+  const junk = new Uint8Array(4096);
+  for (let i = 0; i < junk.length; i++) junk[i] = (i * 7919) & 0xff;
+  await file.write(junk);
+  file.close();
+  store = await KvSessionStore.open(path);
+  try {
+    const state = await store.load();
+    const report = store.report.setAside;
+    assert.ok(report, "the damaged file was set aside");
+    assert.ok(report.copied > 0, "some records were salvaged");
+    assert.ok(
+      state.sessions.length > 0 && state.sessions.length < 3000,
+      `loaded ${state.sessions.length}`,
+    );
+    const dir = path.slice(0, path.lastIndexOf("/"));
+    const names = [...Deno.readDirSync(dir)].map((e) => e.name);
+    assert.ok(names.some((n) => n.startsWith("broker.db.damaged-")), `kept aside: ${names}`);
+  } finally {
+    await store.close();
+  }
+});
+
+Deno.test("decodeKvKey reads back the keys the store writes", async () => {
+  const { decodeKvKey } = await import("./kv_salvage.ts");
+  const { DatabaseSync } = await import("node:sqlite");
+  const path = freshPath();
+  await Deno.mkdir(path.slice(0, path.lastIndexOf("/")), { recursive: true });
+  const kv = await Deno.openKv(path);
+  const keys: Deno.KvKey[] = [["s", "a\u0000b"], ["q", "c", 70_000], ["i", "c", -2.5], [
+    "x",
+    true,
+    false,
+  ]];
+  for (const k of keys) await kv.set(k, new Uint8Array([1]));
+  kv.close();
+  const db = new DatabaseSync(path, { readOnly: true });
+  const got = db.prepare("SELECT k FROM kv").all().map((r) =>
+    decodeKvKey((r as { k: Uint8Array }).k)
+  );
+  db.close();
+  for (const k of keys) {
+    assert.ok(got.some((g) => JSON.stringify(g) === JSON.stringify(k)), JSON.stringify(k));
+  }
+});
+
 Deno.test("kv store cleanup of temp dirs", () => {
   for (const d of dirs) {
     try {
