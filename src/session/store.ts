@@ -76,7 +76,10 @@ const RESOLVED = Promise.resolve();
  * which exercises the same restore path as a durable store.
  */
 export class MemorySessionStore implements SessionStore {
-  readonly dirty = false;
+  /** Never dirty: writes are complete when issued. */
+  get dirty(): boolean {
+    return false;
+  }
   readonly #sessions = new Map<string, MemorySession>();
   readonly #retained = new Map<string, Message>();
 
