@@ -18,6 +18,7 @@ import type { Buffer } from "node:buffer";
 import { createPrivateKey, X509Certificate } from "node:crypto";
 import * as tls from "node:tls";
 import type { Logger } from "../observe/log.ts";
+import { ChunkQueue } from "./chunk_queue.ts";
 import { type ByteConn, type ConnListener, DenoByteConn, type PeerIdentity } from "./transport.ts";
 
 /** ALPN protocol offered by every MQTT TLS listener. */
@@ -277,13 +278,8 @@ class NodeTlsByteConn implements ByteConn {
   readonly remotePort: number;
   readonly peerIdentity?: PeerIdentity;
   readonly #socket: tls.TLSSocket;
-  #chunks: Uint8Array[] = [];
-  #chunkOffset = 0;
-  #buffered = 0;
+  readonly #queue = new ChunkQueue();
   #paused = false;
-  #ended = false;
-  #error?: Error;
-  #wake?: () => void;
 
   constructor(socket: tls.TLSSocket) {
     this.#socket = socket;
@@ -293,54 +289,21 @@ class NodeTlsByteConn implements ByteConn {
     // node:tls under Deno does set TCP_NODELAY (deno-notes §3).
     socket.setNoDelay(true);
     socket.on("data", (chunk: Buffer) => {
-      this.#chunks.push(chunk);
-      this.#buffered += chunk.length;
-      if (this.#buffered >= NODE_READ_HIGH_WATER && !this.#paused) {
+      this.#queue.push(chunk);
+      if (this.#queue.buffered >= NODE_READ_HIGH_WATER && !this.#paused) {
         this.#paused = true;
         socket.pause();
       }
-      this.#notify();
     });
-    socket.on("end", () => {
-      this.#ended = true;
-      this.#notify();
-    });
-    socket.on("close", () => {
-      this.#ended = true;
-      this.#notify();
-    });
-    socket.on("error", (err: Error) => {
-      this.#error ??= err;
-      this.#notify();
-    });
-  }
-
-  #notify(): void {
-    const wake = this.#wake;
-    this.#wake = undefined;
-    wake?.();
+    socket.on("end", () => this.#queue.end());
+    socket.on("close", () => this.#queue.end());
+    socket.on("error", (err: Error) => this.#queue.fail(err));
   }
 
   async read(buf: Uint8Array): Promise<number | null> {
-    while (this.#chunks.length === 0) {
-      if (this.#error) throw this.#error;
-      if (this.#ended) return null;
-      await new Promise<void>((resolve) => this.#wake = resolve);
-    }
-    let n = 0;
-    while (n < buf.length && this.#chunks.length > 0) {
-      const chunk = this.#chunks[0];
-      const take = Math.min(buf.length - n, chunk.length - this.#chunkOffset);
-      buf.set(chunk.subarray(this.#chunkOffset, this.#chunkOffset + take), n);
-      n += take;
-      this.#chunkOffset += take;
-      if (this.#chunkOffset === chunk.length) {
-        this.#chunks.shift();
-        this.#chunkOffset = 0;
-      }
-    }
-    this.#buffered -= n;
-    if (this.#paused && this.#buffered < NODE_READ_HIGH_WATER / 2) {
+    const n = await this.#queue.read(buf);
+    if (n === null) return null;
+    if (this.#paused && this.#queue.buffered < NODE_READ_HIGH_WATER / 2) {
       this.#paused = false;
       this.#socket.resume();
     }

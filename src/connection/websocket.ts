@@ -14,6 +14,7 @@
  */
 import type { Logger } from "../observe/log.ts";
 import { readTlsMaterial, type TlsFiles, type TlsMaterial, warnIfNotValidNow } from "./tls.ts";
+import { ChunkQueue } from "./chunk_queue.ts";
 import type { ByteConn, ConnListener } from "./transport.ts";
 
 /** Default HTTP path of WebSocket listeners. */
@@ -258,12 +259,7 @@ class WebSocketByteConn implements ByteConn {
   readonly #socket: WebSocket;
   readonly #maxBufferedBytes: number;
   readonly #logger?: Logger;
-  #chunks: Uint8Array[] = [];
-  #chunkOffset = 0;
-  #buffered = 0;
-  #ended = false;
-  #error?: Error;
-  #wake?: () => void;
+  readonly #queue = new ChunkQueue();
 
   constructor(
     socket: WebSocket,
@@ -278,15 +274,14 @@ class WebSocketByteConn implements ByteConn {
     this.#logger = logger;
     socket.binaryType = "arraybuffer";
     socket.onmessage = (event: MessageEvent) => this.#onMessage(event.data);
-    socket.onclose = () => this.#end();
+    socket.onclose = () => this.#queue.end();
     socket.onerror = (event) => {
-      this.#error ??= new Error((event as ErrorEvent).message || "WebSocket error");
-      this.#notify();
+      this.#queue.fail(new Error((event as ErrorEvent).message || "WebSocket error"));
     };
   }
 
   #onMessage(data: unknown): void {
-    if (this.#ended) return;
+    if (this.#queue.ended) return;
     if (typeof data === "string") {
       // [MQTT-6.0.0-1] MQTT Control Packets travel in binary frames only.
       this.#drop(1003, "MQTT over WebSocket uses binary frames only", "text frame received");
@@ -294,13 +289,11 @@ class WebSocketByteConn implements ByteConn {
     }
     const chunk = new Uint8Array(data as ArrayBuffer);
     if (chunk.length === 0) return;
-    if (this.#buffered + chunk.length > this.#maxBufferedBytes) {
+    if (this.#queue.buffered + chunk.length > this.#maxBufferedBytes) {
       this.#drop(1008, "receive buffer full", `more than ${this.#maxBufferedBytes} bytes unread`);
       return;
     }
-    this.#chunks.push(chunk);
-    this.#buffered += chunk.length;
-    this.#notify();
+    this.#queue.push(chunk);
   }
 
   /** Closes with a WebSocket close code; the reader sees the end of the stream. */
@@ -310,22 +303,10 @@ class WebSocketByteConn implements ByteConn {
       port: this.remotePort,
       reason: why,
     });
-    this.#chunks = [];
-    this.#buffered = 0;
-    this.#error ??= new Error(`WebSocket: ${why}`);
+    this.#queue.clear();
+    this.#queue.fail(new Error(`WebSocket: ${why}`));
     this.#closeSocket(code, closeReason);
-    this.#end();
-  }
-
-  #end(): void {
-    this.#ended = true;
-    this.#notify();
-  }
-
-  #notify(): void {
-    const wake = this.#wake;
-    this.#wake = undefined;
-    wake?.();
+    this.#queue.end();
   }
 
   #closeSocket(code?: number, reason?: string): void {
@@ -336,26 +317,8 @@ class WebSocketByteConn implements ByteConn {
     }
   }
 
-  async read(buf: Uint8Array): Promise<number | null> {
-    while (this.#chunks.length === 0) {
-      if (this.#error) throw this.#error;
-      if (this.#ended) return null;
-      await new Promise<void>((resolve) => this.#wake = resolve);
-    }
-    let n = 0;
-    while (n < buf.length && this.#chunks.length > 0) {
-      const chunk = this.#chunks[0];
-      const take = Math.min(buf.length - n, chunk.length - this.#chunkOffset);
-      buf.set(chunk.subarray(this.#chunkOffset, this.#chunkOffset + take), n);
-      n += take;
-      this.#chunkOffset += take;
-      if (this.#chunkOffset === chunk.length) {
-        this.#chunks.shift();
-        this.#chunkOffset = 0;
-      }
-    }
-    this.#buffered -= n;
-    return n;
+  read(buf: Uint8Array): Promise<number | null> {
+    return this.#queue.read(buf);
   }
 
   async write(buf: Uint8Array): Promise<number> {
@@ -381,6 +344,6 @@ class WebSocketByteConn implements ByteConn {
 
   close(): void {
     this.#closeSocket(1000);
-    this.#end();
+    this.#queue.end();
   }
 }
