@@ -24,7 +24,7 @@
  *
  * @module
  */
-import { parseTopicFilter } from "../topic/mod.ts";
+import { levelsMatch, parseTopicFilter } from "../topic/mod.ts";
 
 /** What a rule is about: sending to a topic, subscribing to a filter, or being sent a message. */
 export type AclAction = "publish" | "subscribe" | "receive";
@@ -203,16 +203,7 @@ function isDollar(level: string): boolean {
 }
 
 /** Topic-name match with pre-split levels [MQTT-4.7.2-1]. */
-function filterMatchesTopic(f: readonly string[], t: readonly string[]): boolean {
-  if (isDollar(t[0]) && (f[0] === "+" || f[0] === "#")) return false;
-  for (let i = 0; i < f.length; i++) {
-    const level = f[i];
-    if (level === "#") return true;
-    if (i >= t.length) return false;
-    if (level !== "+" && level !== t[i]) return false;
-  }
-  return f.length === t.length;
-}
+const filterMatchesTopic = levelsMatch;
 
 /** Whether every topic matched by filter `f` is matched by rule filter `r`. */
 export function covers(r: readonly string[], f: readonly string[]): boolean {

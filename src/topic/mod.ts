@@ -89,9 +89,12 @@ export function parseTopicFilter(
  * `$` topics [MQTT-4.7.2-1].
  */
 export function topicMatches(filter: string, topic: string): boolean {
-  if (topic.charCodeAt(0) === 0x24 && (filter[0] === "+" || filter[0] === "#")) return false;
-  const f = filter.split("/");
-  const t = topic.split("/");
+  return levelsMatch(filter.split("/"), topic.split("/"));
+}
+
+/** {@link topicMatches} on levels already split at `/` (filter `f`, topic `t`). */
+export function levelsMatch(f: readonly string[], t: readonly string[]): boolean {
+  if (t[0].charCodeAt(0) === 0x24 && (f[0] === "+" || f[0] === "#")) return false;
   for (let i = 0; i < f.length; i++) {
     const level = f[i];
     if (level === "#") return true;
