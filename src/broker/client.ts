@@ -535,6 +535,7 @@ export class ClientConnection {
     if (nameError !== undefined) {
       refusal = ReasonCode.TopicNameInvalid;
       why = nameError;
+      broker.metrics.invalidTopicRefused++;
     } else if (topic.startsWith("$")) {
       // 4.7.2: `$` topics are the server's; clients may not publish to them.
       refusal = ReasonCode.NotAuthorized;
@@ -746,6 +747,7 @@ export class ClientConnection {
       const sub = p.subscriptions[i];
       const parsed = parseTopicFilter(sub.topicFilter, broker.topicLimits);
       if (typeof parsed === "string") {
+        broker.metrics.invalidTopicRefused++;
         codes.push(this.v5 ? ReasonCode.TopicFilterInvalid : 0x80);
         continue;
       }
@@ -774,6 +776,7 @@ export class ClientConnection {
       }
       const existing = session.subscriptions.get(sub.topicFilter);
       if (!existing && session.subscriptions.size >= opts.maxSubscriptionsPerClient) {
+        broker.metrics.subscriptionQuotaRefused++;
         codes.push(this.v5 ? ReasonCode.QuotaExceeded : 0x80);
         continue;
       }

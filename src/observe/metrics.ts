@@ -41,6 +41,10 @@ export class Metrics {
   connectRateRefused = 0;
   /** Connections closed with 0x96 for publishing too fast. */
   publishRateDisconnects = 0;
+  /** Topic names and filters refused as invalid or beyond the length / level limits. */
+  invalidTopicRefused = 0;
+  /** Subscriptions refused with 0x97 because the client holds the most allowed. */
+  subscriptionQuotaRefused = 0;
 
   /** Prometheus text exposition of every counter. */
   toPrometheus(gauges: Record<string, number> = {}): string {

@@ -93,3 +93,64 @@ Deno.test("broker ends a client publishing faster than max_publish_rate_per_clie
     await calm.close();
   }
 });
+
+Deno.test("broker refuses topics and filters beyond max_topic_length / max_topic_levels (PUBACK 0x90, SUBACK 0x8F), counts them, and keeps the client", async () => {
+  await using b = await startBroker({ maxTopicLength: 16, maxTopicLevels: 3 });
+  const { client } = await RawClient.connect(b.port, { clientId: "limits" });
+  try {
+    client.send({
+      type: PacketType.Publish,
+      topic: "a/b/c/d",
+      payload: bytes("x"),
+      qos: 1,
+      retain: false,
+      dup: false,
+      packetId: 1,
+    });
+    assert.equal((await client.expect(PacketType.Puback)).reasonCode, 0x90);
+    client.send({
+      type: PacketType.Publish,
+      topic: "x".repeat(17),
+      payload: bytes("x"),
+      qos: 1,
+      retain: false,
+      dup: false,
+      packetId: 2,
+    });
+    assert.equal((await client.expect(PacketType.Puback)).reasonCode, 0x90);
+    client.send({
+      type: PacketType.Subscribe,
+      packetId: 3,
+      subscriptions: [
+        {
+          topicFilter: "a/+/c/#",
+          qos: 0,
+          noLocal: false,
+          retainAsPublished: false,
+          retainHandling: 0,
+        },
+        {
+          topicFilter: "a/+/c",
+          qos: 0,
+          noLocal: false,
+          retainAsPublished: false,
+          retainHandling: 0,
+        },
+      ],
+    });
+    assert.deepEqual((await client.expect(PacketType.Suback)).reasonCodes, [0x8f, 0x00]);
+    assert.equal(b.broker.metrics.invalidTopicRefused, 3);
+    client.send({
+      type: PacketType.Publish,
+      topic: "a/b/c",
+      payload: bytes("ok"),
+      qos: 1,
+      retain: false,
+      dup: false,
+      packetId: 4,
+    });
+    assert.equal((await client.expect(PacketType.Publish)).topic, "a/b/c");
+  } finally {
+    await client.close();
+  }
+});
