@@ -137,6 +137,41 @@ export async function stopAllBrokers(): Promise<void> {
   await Promise.all([...live].map((stop) => stop()));
 }
 
+const MOSQUITTO = "/usr/sbin/mosquitto";
+
+/**
+ * Makes sure Debian's `mosquitto` is installed, installing it with apt-get when running as root
+ * (a fresh machine has only Node.js and npm); otherwise says how to install it.
+ */
+export async function ensureMosquitto(): Promise<void> {
+  try {
+    await Deno.stat(MOSQUITTO);
+    return;
+  } catch { /* not installed */ }
+  if (Deno.uid() !== 0) {
+    throw new Error(`${MOSQUITTO} is missing: install it with "sudo apt-get install -y mosquitto"`);
+  }
+  console.error("installing Debian's mosquitto (apt-get) for the comparison ...");
+  for (
+    const args of [["update", "-qq"], [
+      "install",
+      "-y",
+      "-qq",
+      "--no-install-recommends",
+      "mosquitto",
+    ]]
+  ) {
+    const { success } = await new Deno.Command("apt-get", {
+      args,
+      env: { DEBIAN_FRONTEND: "noninteractive" },
+      stdin: "null",
+      stdout: "null",
+    }).output();
+    if (!success) throw new Error(`apt-get ${args.join(" ")} failed; install mosquitto by hand`);
+  }
+  await Deno.stat(MOSQUITTO);
+}
+
 /** Starts one broker of `kind` on a fresh port, with its files in a new temp directory. */
 export async function startBroker(
   kind: "ours" | "ours-kv" | "mosquitto",
@@ -150,7 +185,8 @@ export async function startBroker(
   if (kind === "mosquitto") {
     const conf = `${dir}/mosquitto.conf`;
     await Deno.writeTextFile(conf, mosquittoConfig(port, opts.mosquittoNodelay));
-    cmd = "/usr/sbin/mosquitto";
+    await ensureMosquitto();
+    cmd = MOSQUITTO;
     args = ["-c", conf];
   } else {
     cmd = Deno.execPath();
