@@ -213,7 +213,14 @@ export class Broker {
       await this.store.close();
       throw err;
     }
-    this.#sweepTimer = setInterval(() => this.#sweep(), this.#sweepIntervalMs);
+    this.#sweepTimer = setInterval(() => {
+      // A throw here would be uncaught and end the process: log it and sweep again next time.
+      try {
+        this.#sweep();
+      } catch (err) {
+        this.logger.error("housekeeping failed", { error: err });
+      }
+    }, this.#sweepIntervalMs);
   }
 
   /**
