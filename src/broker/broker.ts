@@ -536,6 +536,38 @@ export class Broker {
     if (session.expirySec > 0 || session.queue.length > 0 || session.inflight.size > 0) {
       this.store.deleteSession(session.clientId);
     }
+    this.#redeliverShared(session);
+  }
+
+  /**
+   * A shared-subscription member's session ended: its unacknowledged QoS 1 messages and the
+   * messages still queued for it go to another member of the group (4.8.2, SHOULD). A QoS 2
+   * message already sent is never given to another member [MQTT-4.8.2-5].
+   */
+  #redeliverShared(session: Session): void {
+    const orphans: Delivery[] = [];
+    for (const e of session.inflight.values()) {
+      if (e.shareKey !== undefined && e.qos === 1 && e.state === "publish") orphans.push(e);
+    }
+    for (const d of session.queue) if (d.shareKey !== undefined) orphans.push(d);
+    if (orphans.length === 0) return;
+    const now = Date.now();
+    for (const d of orphans) {
+      const parsed = parseTopicFilter(d.shareKey!);
+      if (typeof parsed === "string" || parsed.shareGroup === undefined) continue;
+      const group = this.#tree.sharedGroup(parsed.filter, parsed.shareGroup);
+      const entry = group?.pick((id) => this.#byClientId.has(id));
+      const target = entry && this.#sessions.get(entry.clientId);
+      if (!entry || !target || isExpired(d.message, now)) continue;
+      this.metrics.sharedRedelivered++;
+      this.#deliver(target, {
+        message: d.message,
+        qos: d.message.qos < entry.qos ? d.message.qos : entry.qos,
+        retain: entry.retainAsPublished && d.message.retain,
+        subscriptionIds: entry.subscriptionId !== undefined ? [entry.subscriptionId] : undefined,
+        shareKey: entry.rawFilter,
+      }, now);
+    }
   }
 
   #publishWill(session: Session): void {
@@ -691,6 +723,7 @@ export class Broker {
         qos,
         retain: entry.retainAsPublished && message.retain,
         subscriptionIds: entry.subscriptionId !== undefined ? [entry.subscriptionId] : undefined,
+        shareKey: entry.rawFilter,
       }, now);
     }
     return count;

@@ -43,6 +43,8 @@ export class Metrics {
   publishRateDisconnects = 0;
   /** Topic names and filters refused as invalid or beyond the length / level limits. */
   invalidTopicRefused = 0;
+  /** Messages of an ended shared-subscription member given to another member of its group. */
+  sharedRedelivered = 0;
   /** Subscriptions refused with 0x97 because the client holds the most allowed. */
   subscriptionQuotaRefused = 0;
 

@@ -131,6 +131,16 @@ export class SubscriptionTree {
     return true;
   }
 
+  /** The shared group `$share/{group}/{filter}`, if it has members. */
+  sharedGroup(filter: string, group: string): SharedGroup | undefined {
+    let node: Node | undefined = this.#root;
+    for (const level of filter.split("/")) {
+      node = node.children?.get(level);
+      if (node === undefined) return undefined;
+    }
+    return node.shared?.get(group);
+  }
+
   /** Calls `onEntry` for each non-shared match and `onGroup` for each matching shared group. */
   match(
     topic: string,

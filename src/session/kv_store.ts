@@ -61,6 +61,8 @@ interface MessageRecord {
 
 interface DeliveryRecord {
   m: number;
+  /** The shared subscription that chose the session, if any. */
+  share?: string;
   /** The message itself, when this record is its only reference (saves a key per message). */
   msg?: MessageRecord;
   qos: 0 | 1 | 2;
@@ -466,7 +468,14 @@ export class KvSessionStore implements SessionStore {
     const m = d.message.id;
     const msg = this.#ref(d.message);
     s.queue.set(d, { seq, m });
-    const record: DeliveryRecord = { m, msg, qos: d.qos, retain: d.retain, ids: d.subscriptionIds };
+    const record: DeliveryRecord = {
+      m,
+      msg,
+      qos: d.qos,
+      retain: d.retain,
+      ids: d.subscriptionIds,
+      share: d.shareKey,
+    };
     this.#put(["q", s.cid, seq], encodeRecord(record), true);
   }
 
@@ -493,6 +502,7 @@ export class KvSessionStore implements SessionStore {
       qos: e.qos,
       retain: e.retain,
       ids: e.subscriptionIds,
+      share: e.shareKey,
       packetId: e.packetId,
       state: e.state,
       sentAt: e.sentAt,
@@ -658,7 +668,13 @@ export class KvSessionStore implements SessionStore {
       if (!found || !message) return this.#orphan(key);
       const seq = key[2] as number;
       if (seq >= this.#seq) this.#seq = seq + 1;
-      const d: Delivery = { message, qos: r.qos, retain: r.retain, subscriptionIds: r.ids };
+      const d: Delivery = {
+        message,
+        qos: r.qos,
+        retain: r.retain,
+        subscriptionIds: r.ids,
+        shareKey: r.share,
+      };
       queued.push({ seq, d, keys: found.keys, s: found.s });
     });
     queued.sort((a, b) => a.seq - b.seq);
@@ -676,6 +692,7 @@ export class KvSessionStore implements SessionStore {
         qos: r.qos,
         retain: r.retain,
         subscriptionIds: r.ids,
+        shareKey: r.share,
         packetId: r.packetId,
         state: r.state,
         sentAt: r.sentAt,

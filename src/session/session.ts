@@ -10,6 +10,8 @@ export interface Delivery {
   retain: boolean;
   /** Subscription Identifiers of the matching subscriptions [MQTT-3.3.4-3]. */
   subscriptionIds?: number[];
+  /** The shared subscription (`$share/group/filter`) that chose this session, if any. */
+  shareKey?: string;
 }
 
 /** An outgoing QoS 1/2 message sent and not yet completely acknowledged. */
