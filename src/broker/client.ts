@@ -4,7 +4,6 @@ import {
   type ConnectPacket,
   type DisconnectPacket,
   encodePacket,
-  encodePublish,
   MqttError,
   type Packet,
   PacketDecoder,
@@ -18,16 +17,12 @@ import {
 } from "../codec/mod.ts";
 import type { ByteConn } from "../connection/mod.ts";
 import { Outbox } from "../connection/mod.ts";
-import {
-  forwardableProperties,
-  isExpired,
-  type Message,
-  remainingExpirySec,
-} from "../routing/mod.ts";
+import { forwardableProperties, isExpired, type Message } from "../routing/mod.ts";
 import type { Delivery, InflightEntry, Session } from "../session/mod.ts";
 import { parseTopicFilter, topicNameError } from "../topic/mod.ts";
 import type { ClientInfo } from "../auth/mod.ts";
 import type { Broker } from "./broker.ts";
+import { encodeDelivery } from "./delivery_encoding.ts";
 import { TokenBucket } from "../util/token_bucket.ts";
 
 const utf8Strict = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
@@ -1007,7 +1002,7 @@ export class ClientConnection {
 
   #encodedSize(d: Delivery, now: number): number {
     if (this.maxPacketSizeOut === Number.POSITIVE_INFINITY) return 0;
-    return this.#encode(d, 1, false, now).length;
+    return encodeDelivery(d, { v5: this.v5, packetId: 1, dup: false, now }).length;
   }
 
   /** Writes a PUBLISH; false when it is dropped for exceeding the client's Maximum Packet Size. */
@@ -1022,7 +1017,7 @@ export class ClientConnection {
         alias = { alias: (this.#aliasesOut?.size ?? 0) + 1, omitTopic: false };
       }
     }
-    const bytes = this.#encode(d, packetId, dup, now, alias);
+    const bytes = encodeDelivery(d, { v5: this.v5, packetId, dup, now, alias });
     if (bytes.length > this.maxPacketSizeOut) {
       this.broker.metrics.oversizeDropped++;
       return false;
@@ -1034,72 +1029,6 @@ export class ClientConnection {
     this.broker.metrics.messagesDelivered++;
     this.send(bytes);
     return true;
-  }
-
-  /**
-   * Encodes a PUBLISH for this client. Copies without per-subscriber
-   * properties share one encoding per (version, QoS, retain) on the message;
-   * QoS>0 copies patch their packet id and DUP flag into a copy of it.
-   */
-  #encode(
-    d: Delivery,
-    packetId: number,
-    dup: boolean,
-    now: number,
-    alias?: { alias: number; omitTopic: boolean },
-  ): Uint8Array {
-    const m = d.message;
-    const v5 = this.v5;
-    const expirySec = remainingExpirySec(m, now);
-    const perSubscriber = v5 &&
-      (d.subscriptionIds !== undefined || expirySec !== undefined || alias !== undefined);
-    if (!perSubscriber) {
-      const cached = m as MessageWithCache;
-      const key = (v5 ? 8 : 0) | (d.retain ? 4 : 0) | d.qos;
-      // Most messages need one variant: keep it in two fields; a map only for further variants.
-      let bytes = cached.encodedKey === key ? cached.encodedBytes : cached.encodedMore?.get(key);
-      if (bytes === undefined) {
-        bytes = encodePublish({
-          type: PacketType.Publish,
-          topic: m.topic,
-          payload: m.payload,
-          qos: d.qos,
-          retain: d.retain,
-          dup: false,
-          packetId: d.qos > 0 ? 1 : undefined,
-          properties: v5 ? m.properties : undefined,
-        }, v5);
-        if (cached.encodedBytes === undefined) {
-          cached.encodedKey = key;
-          cached.encodedBytes = bytes;
-        } else (cached.encodedMore ??= new Map()).set(key, bytes);
-      }
-      if (d.qos === 0) return bytes;
-      const copy = bytes.slice();
-      if (dup) copy[0] |= 0x08;
-      // The packet id follows the fixed header and the topic string.
-      let off = 1;
-      while (copy[off] & 0x80) off++;
-      off += 1;
-      off += 2 + ((copy[off] << 8) | copy[off + 1]);
-      copy[off] = packetId >> 8;
-      copy[off + 1] = packetId & 0xff;
-      return copy;
-    }
-    const properties: Properties = { ...m.properties };
-    if (expirySec !== undefined) properties.messageExpiryInterval = expirySec; // [MQTT-3.3.2-6]
-    if (d.subscriptionIds !== undefined) properties.subscriptionIdentifiers = d.subscriptionIds;
-    if (alias !== undefined) properties.topicAlias = alias.alias;
-    return encodePublish({
-      type: PacketType.Publish,
-      topic: alias?.omitTopic ? "" : m.topic,
-      payload: m.payload,
-      qos: d.qos,
-      retain: d.retain,
-      dup,
-      packetId: d.qos > 0 ? packetId : undefined,
-      properties,
-    }, true);
   }
 
   /** v5: report overdue acks; 3.1.1: resend them with DUP=1 (checklist §5, §12). */
@@ -1268,13 +1197,6 @@ export class ClientConnection {
     return this.#closeReason;
   }
 }
-
-/** A message with its shared encodings (per protocol version, RETAIN flag and QoS). */
-type MessageWithCache = Message & {
-  encodedKey?: number;
-  encodedBytes?: Uint8Array;
-  encodedMore?: Map<number, Uint8Array>;
-};
 
 function isUtf8(bytes: Uint8Array): boolean {
   try {

@@ -1,0 +1,88 @@
+/**
+ * Encoding of outgoing PUBLISH packets: the hot path of every delivery.
+ * Copies that need nothing per subscriber share one encoding per (protocol
+ * version, RETAIN, QoS), kept on the message; a QoS>0 copy patches its packet
+ * id and DUP flag into a copy of those bytes instead of encoding again.
+ *
+ * @module
+ */
+import { encodePublish, PacketType, type Properties } from "../codec/mod.ts";
+import { type Message, remainingExpirySec } from "../routing/mod.ts";
+import type { Delivery } from "../session/mod.ts";
+
+/** How one delivery is sent. */
+export interface DeliveryEncoding {
+  /** The receiver speaks MQTT 5 (properties are sent). */
+  v5: boolean;
+  /** Packet id for QoS>0. */
+  packetId: number;
+  /** A resend (DUP=1). */
+  dup: boolean;
+  /** Now, epoch ms: the remaining Message Expiry Interval is computed from it. */
+  now: number;
+  /** Topic alias towards this client; `omitTopic` once the client knows the alias. */
+  alias?: { alias: number; omitTopic: boolean };
+}
+
+/** A message with its shared encodings. */
+type MessageWithCache = Message & {
+  encodedKey?: number;
+  encodedBytes?: Uint8Array;
+  encodedMore?: Map<number, Uint8Array>;
+};
+
+/** Encodes a PUBLISH carrying delivery `d` for one client. */
+export function encodeDelivery(d: Delivery, how: DeliveryEncoding): Uint8Array {
+  const m = d.message;
+  const { v5, packetId, dup, now, alias } = how;
+  const expirySec = remainingExpirySec(m, now);
+  const perSubscriber = v5 &&
+    (d.subscriptionIds !== undefined || expirySec !== undefined || alias !== undefined);
+  if (!perSubscriber) {
+    const cached = m as MessageWithCache;
+    const key = (v5 ? 8 : 0) | (d.retain ? 4 : 0) | d.qos;
+    // Most messages need one variant: keep it in two fields; a map only for further variants.
+    let bytes = cached.encodedKey === key ? cached.encodedBytes : cached.encodedMore?.get(key);
+    if (bytes === undefined) {
+      bytes = encodePublish({
+        type: PacketType.Publish,
+        topic: m.topic,
+        payload: m.payload,
+        qos: d.qos,
+        retain: d.retain,
+        dup: false,
+        packetId: d.qos > 0 ? 1 : undefined,
+        properties: v5 ? m.properties : undefined,
+      }, v5);
+      if (cached.encodedBytes === undefined) {
+        cached.encodedKey = key;
+        cached.encodedBytes = bytes;
+      } else (cached.encodedMore ??= new Map()).set(key, bytes);
+    }
+    if (d.qos === 0) return bytes;
+    const copy = bytes.slice();
+    if (dup) copy[0] |= 0x08;
+    // The packet id follows the fixed header and the topic string.
+    let off = 1;
+    while (copy[off] & 0x80) off++;
+    off += 1;
+    off += 2 + ((copy[off] << 8) | copy[off + 1]);
+    copy[off] = packetId >> 8;
+    copy[off + 1] = packetId & 0xff;
+    return copy;
+  }
+  const properties: Properties = { ...m.properties };
+  if (expirySec !== undefined) properties.messageExpiryInterval = expirySec; // [MQTT-3.3.2-6]
+  if (d.subscriptionIds !== undefined) properties.subscriptionIdentifiers = d.subscriptionIds;
+  if (alias !== undefined) properties.topicAlias = alias.alias;
+  return encodePublish({
+    type: PacketType.Publish,
+    topic: alias?.omitTopic ? "" : m.topic,
+    payload: m.payload,
+    qos: d.qos,
+    retain: d.retain,
+    dup,
+    packetId: d.qos > 0 ? packetId : undefined,
+    properties,
+  }, true);
+}

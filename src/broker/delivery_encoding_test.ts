@@ -1,0 +1,73 @@
+import assert from "node:assert/strict";
+import { PacketDecoder, type PublishPacket } from "../codec/mod.ts";
+import type { Message } from "../routing/mod.ts";
+import { encodeDelivery } from "./delivery_encoding.ts";
+
+function decode(bytes: Uint8Array, version = 5): PublishPacket {
+  const d = new PacketDecoder({ side: "client", protocolVersion: version });
+  d.push(bytes);
+  return d.next() as PublishPacket;
+}
+
+const message = (): Message => ({
+  id: 1,
+  topic: "plant/line-1/temp",
+  payload: new TextEncoder().encode("21.5"),
+  qos: 2,
+  retain: false,
+  properties: { contentType: "text/plain", userProperties: [["a", "1"], ["a", "2"]] },
+});
+
+Deno.test("encodeDelivery shares one encoding per variant and patches packet id and DUP into copies", () => {
+  const m = message();
+  const d = { message: m, qos: 1 as const, retain: false };
+  const a = encodeDelivery(d, { v5: true, packetId: 7, dup: false, now: 0 });
+  const b = encodeDelivery(d, { v5: true, packetId: 300, dup: true, now: 0 });
+  assert.notEqual(a, b, "QoS>0 copies are separate buffers");
+  const pa = decode(a);
+  const pb = decode(b);
+  assert.equal(pa.packetId, 7);
+  assert.equal(pa.dup, false);
+  assert.equal(pb.packetId, 300);
+  assert.equal(pb.dup, true);
+  assert.deepEqual(pb.properties, m.properties);
+  const q0 = { message: m, qos: 0 as const, retain: false };
+  assert.equal(
+    encodeDelivery(q0, { v5: true, packetId: 0, dup: false, now: 0 }),
+    encodeDelivery(q0, { v5: true, packetId: 0, dup: false, now: 0 }),
+    "QoS 0 copies share the bytes",
+  );
+});
+
+Deno.test("encodeDelivery writes per-subscriber properties: remaining expiry, subscription ids, topic alias [MQTT-3.3.2-6]", () => {
+  const m = { ...message(), expiresAt: 10_000 };
+  const d = { message: m, qos: 1 as const, retain: true, subscriptionIds: [4, 9] };
+  const p = decode(
+    encodeDelivery(d, {
+      v5: true,
+      packetId: 1,
+      dup: false,
+      now: 2_500,
+      alias: { alias: 3, omitTopic: true },
+    }),
+  );
+  assert.equal(p.topic, "");
+  assert.equal(p.retain, true);
+  assert.equal(p.properties?.messageExpiryInterval, 8);
+  assert.deepEqual(p.properties?.subscriptionIdentifiers, [4, 9]);
+  assert.equal(p.properties?.topicAlias, 3);
+  assert.deepEqual(p.properties?.userProperties, [["a", "1"], ["a", "2"]]);
+});
+
+Deno.test("encodeDelivery sends no properties to a 3.1.1 client", () => {
+  const d = {
+    message: { ...message(), expiresAt: 10_000 },
+    qos: 1 as const,
+    retain: false,
+    subscriptionIds: [4],
+  };
+  const p = decode(encodeDelivery(d, { v5: false, packetId: 5, dup: false, now: 0 }), 4);
+  assert.equal(p.topic, "plant/line-1/temp");
+  assert.equal(p.packetId, 5);
+  assert.equal(p.properties, undefined);
+});
