@@ -6,6 +6,7 @@
  * @module
  */
 import { parsePasswordHash, type PasswordHash } from "./hash.ts";
+import { explainReadError } from "../util/read_error.ts";
 
 /** One user of the password file. */
 export interface PasswordEntry {
@@ -56,9 +57,13 @@ export async function loadPasswordFile(path: string): Promise<PasswordTable> {
   try {
     text = await Deno.readTextFile(path);
   } catch (error) {
-    throw new PasswordFileError({ file: path }, `Cannot read password file: ${explain(error)}`, {
-      cause: error,
-    });
+    throw new PasswordFileError(
+      { file: path },
+      `Cannot read password file: ${explainReadError(error)}`,
+      {
+        cause: error,
+      },
+    );
   }
   return parsePasswordFile(text, path);
 }
@@ -158,13 +163,4 @@ export function updatePasswordText(
   }
   if (!existed && encoded !== undefined) out.push(`${username}:${encoded}`);
   return { text: out.length === 0 ? "" : out.join("\n") + "\n", existed };
-}
-
-function explain(error: unknown): string {
-  if (error instanceof Deno.errors.NotFound) return "no such file";
-  if (error instanceof Deno.errors.IsADirectory) return "it is a directory";
-  if (error instanceof Deno.errors.PermissionDenied) return "permission denied";
-  if (error instanceof Deno.errors.NotCapable) return "no read permission (run with --allow-read)";
-  if (error instanceof Deno.errors.InvalidData) return "not UTF-8 text";
-  return error instanceof Error ? error.message : String(error);
 }

@@ -28,6 +28,7 @@ import {
   TOP_LEVEL_KEYS,
   type ValueRule,
 } from "./schema.ts";
+import { explainReadError } from "../util/read_error.ts";
 
 /** Options that the file may set, before the defaults fill the rest. */
 type PartialOptions = { -readonly [K in keyof BrokerOptions]?: BrokerOptions[K] };
@@ -70,15 +71,6 @@ export function parseConfig(text: string, file: string): BrokerOptions {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
   return new ConfigReader(file, doc, lineCounter).read();
-}
-
-function explainReadError(error: unknown): string {
-  if (error instanceof Deno.errors.NotFound) return "no such file";
-  if (error instanceof Deno.errors.IsADirectory) return "it is a directory";
-  if (error instanceof Deno.errors.PermissionDenied) return "permission denied";
-  if (error instanceof Deno.errors.NotCapable) return "no read permission (run with --allow-read)";
-  if (error instanceof Deno.errors.InvalidData) return "not UTF-8 text";
-  return error instanceof Error ? error.message : String(error);
 }
 
 /** Walks one parsed document and turns it into options, failing at the first problem. */
