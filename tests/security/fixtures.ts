@@ -107,9 +107,3 @@ export function startSecureBroker(
 export function creds(user: string): { username: string; password: string } {
   return { username: user, password: USERS[user] };
 }
-
-/** A non-loopback IPv4 address of this machine, if it has one. */
-export function externalIPv4(): string | undefined {
-  return Deno.networkInterfaces().find((i) => i.family === "IPv4" && !i.address.startsWith("127."))
-    ?.address;
-}
