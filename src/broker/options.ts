@@ -160,7 +160,7 @@ export const DEFAULT_OPTIONS: Readonly<BrokerOptions> = Object.freeze({
   maxSubscriptionsPerClient: 10_000,
   maxTopicLength: 65_535,
   maxTopicLevels: 128,
-  storeCommitWindowMs: 2,
+  storeCommitWindowMs: 1,
   maxConnectRatePerAddress: 0,
   maxPublishRatePerClient: 0,
   passwordFile: undefined,
