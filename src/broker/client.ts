@@ -12,17 +12,16 @@ import {
   type PubAckPacket,
   type PublishPacket,
   ReasonCode,
-  type SubscribePacket,
-  type UnsubscribePacket,
 } from "../codec/mod.ts";
 import type { ByteConn } from "../connection/mod.ts";
 import { Outbox } from "../connection/mod.ts";
 import { forwardableProperties, isExpired, type Message } from "../routing/mod.ts";
 import type { Delivery, InflightEntry, Session } from "../session/mod.ts";
-import { parseTopicFilter, topicNameError } from "../topic/mod.ts";
+import { topicNameError } from "../topic/mod.ts";
 import type { ClientInfo } from "../auth/mod.ts";
 import type { Broker } from "./broker.ts";
 import { encodeDelivery } from "./delivery_encoding.ts";
+import { handleSubscribe, handleUnsubscribe } from "./handle_subscribe.ts";
 import { TokenBucket } from "../util/token_bucket.ts";
 
 const utf8Strict = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
@@ -181,9 +180,9 @@ export class ClientConnection {
       case PacketType.Pubrel:
         return this.#detach(this.#onPubrel(p));
       case PacketType.Subscribe:
-        return this.#detach(this.#onSubscribe(p));
+        return this.#detach(handleSubscribe(this, p));
       case PacketType.Unsubscribe:
-        return this.#detach(this.#onUnsubscribe(p));
+        return this.#detach(handleUnsubscribe(this, p));
       case PacketType.Pingreq:
         this.send(encodePacket({ type: PacketType.Pingresp }));
         return;
@@ -720,164 +719,6 @@ export class ClientConnection {
     this.broker.persistInflightDone(session, entry.packetId);
     this.#resendFromBacklog(session);
     this.pump();
-  }
-
-  // ---------------------------------------------------------------- SUBSCRIBE
-
-  #onSubscribe(p: SubscribePacket): Promise<void> | undefined {
-    const broker = this.broker;
-    const opts = broker.options;
-    const session = this.session!;
-    const subId = p.properties?.subscriptionIdentifiers?.[0];
-    if (subId !== undefined && !opts.subscriptionIdentifierAvailable) {
-      this.disconnect(
-        ReasonCode.SubscriptionIdentifiersNotSupported,
-        "Subscription Identifiers are not supported",
-      );
-      return;
-    }
-    const codes: number[] = [];
-    const granted: { index: number; existed: boolean; filter: string; shared: boolean }[] = [];
-    for (let i = 0; i < p.subscriptions.length; i++) {
-      const sub = p.subscriptions[i];
-      const parsed = parseTopicFilter(sub.topicFilter, broker.topicLimits);
-      if (typeof parsed === "string") {
-        broker.metrics.invalidTopicRefused++;
-        codes.push(this.v5 ? ReasonCode.TopicFilterInvalid : 0x80);
-        continue;
-      }
-      if (parsed.shareGroup !== undefined) {
-        if (!opts.sharedSubscriptionAvailable) {
-          this.disconnect(
-            ReasonCode.SharedSubscriptionsNotSupported,
-            "shared subscriptions are not supported",
-          );
-          return;
-        }
-        if (sub.noLocal && this.v5) {
-          this.disconnect(
-            ReasonCode.ProtocolError,
-            "No Local on a shared subscription [MQTT-3.8.3-4]",
-          );
-          return;
-        }
-      }
-      if (parsed.hasWildcard && !opts.wildcardSubscriptionAvailable) {
-        this.disconnect(
-          ReasonCode.WildcardSubscriptionsNotSupported,
-          "wildcard subscriptions are not supported",
-        );
-        return;
-      }
-      const existing = session.subscriptions.get(sub.topicFilter);
-      if (!existing && session.subscriptions.size >= opts.maxSubscriptionsPerClient) {
-        broker.metrics.subscriptionQuotaRefused++;
-        codes.push(this.v5 ? ReasonCode.QuotaExceeded : 0x80);
-        continue;
-      }
-      if (!broker.auth.authorizeSubscribe(this.info, sub.topicFilter)) {
-        codes.push(this.v5 ? ReasonCode.NotAuthorized : 0x80);
-        continue;
-      }
-      const qos = Math.min(sub.qos, opts.maximumQos) as 0 | 1 | 2; // [MQTT-3.8.4-7]
-      broker.subscribe(session, {
-        clientId: session.clientId,
-        rawFilter: sub.topicFilter,
-        qos,
-        // 3.1.1 subscriptions act as No Local 0, Retain As Published 0, Retain Handling 0 (checklist §12).
-        noLocal: this.v5 && sub.noLocal,
-        retainAsPublished: this.v5 && sub.retainAsPublished,
-        retainHandling: this.v5 ? sub.retainHandling : 0,
-        subscriptionId: subId,
-        shareGroup: parsed.shareGroup,
-      }, parsed.filter);
-      codes.push(qos);
-      granted.push({
-        index: i,
-        existed: existing !== undefined,
-        filter: parsed.filter,
-        shared: parsed.shareGroup !== undefined,
-      });
-    }
-    const finish = () => {
-      if (this.state !== "connected") return;
-      this.send(
-        encodePacket(
-          { type: PacketType.Suback, packetId: p.packetId, reasonCodes: codes },
-          this.protocolVersion,
-        ),
-      );
-      // Retained messages after the SUBACK: Retain Handling 0 always, 1 only for a new subscription,
-      // 2 never [MQTT-3.3.1-9..11]; never on shared subscriptions.
-      const now = Date.now();
-      for (const g of granted) {
-        const sub = p.subscriptions[g.index];
-        if (g.shared) continue;
-        const rh = this.v5 ? sub.retainHandling : 0;
-        if (rh === 2 || (rh === 1 && g.existed)) continue;
-        const entry = session.subscriptions.get(sub.topicFilter)!;
-        for (const m of broker.retained.match(g.filter, now)) {
-          if (!broker.auth.authorizeDelivery(this.info, m.topic)) continue;
-          this.deliver({
-            message: m,
-            qos: Math.min(m.qos, entry.qos) as 0 | 1 | 2,
-            retain: true,
-            subscriptionIds: entry.subscriptionId !== undefined
-              ? [entry.subscriptionId]
-              : undefined,
-          }, now);
-        }
-      }
-    };
-    if (!broker.store.dirty) {
-      finish();
-      return;
-    }
-    // A SUBSCRIBE is acknowledged only after the subscription is committed.
-    return broker.store.flush().then(finish, (err) => {
-      broker.logger.error("store commit failed; subscribe refused", {
-        clientId: this.clientId,
-        error: err,
-      });
-      if (this.state === "connected") {
-        this.send(encodePacket(
-          {
-            type: PacketType.Suback,
-            packetId: p.packetId,
-            reasonCodes: codes.map(() => this.v5 ? ReasonCode.UnspecifiedError : 0x80),
-          },
-          this.protocolVersion,
-        ));
-      }
-    });
-  }
-
-  #onUnsubscribe(p: UnsubscribePacket): Promise<void> | undefined {
-    const broker = this.broker;
-    const session = this.session!;
-    const codes = p.topicFilters.map((raw) => {
-      const parsed = parseTopicFilter(raw, broker.topicLimits);
-      if (typeof parsed === "string") return ReasonCode.TopicFilterInvalid;
-      // [MQTT-3.10.4-1] filters compare character by character.
-      return broker.unsubscribe(session, raw)
-        ? ReasonCode.Success
-        : ReasonCode.NoSubscriptionExisted;
-    });
-    const finish = () => {
-      if (this.state === "connected") {
-        this.send(
-          encodePacket(
-            { type: PacketType.Unsuback, packetId: p.packetId, reasonCodes: codes },
-            this.protocolVersion,
-          ),
-        );
-      }
-    };
-    if (!broker.store.dirty) {
-      finish();
-      return;
-    }
-    return broker.store.flush().then(finish, finish);
   }
 
   // ---------------------------------------------------------------- DISCONNECT / AUTH
