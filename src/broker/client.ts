@@ -1,8 +1,6 @@
 import {
-  type AuthPacket,
   connackCodeForV4,
   type ConnectPacket,
-  type DisconnectPacket,
   encodePacket,
   MqttError,
   type Packet,
@@ -22,6 +20,7 @@ import type { ClientInfo } from "../auth/mod.ts";
 import type { Broker } from "./broker.ts";
 import { encodeDelivery } from "./delivery_encoding.ts";
 import { handleSubscribe, handleUnsubscribe } from "./handle_subscribe.ts";
+import { handleAuth, handleDisconnect } from "./handle_disconnect.ts";
 import { TokenBucket } from "../util/token_bucket.ts";
 
 const utf8Strict = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
@@ -187,10 +186,10 @@ export class ClientConnection {
         this.send(encodePacket({ type: PacketType.Pingresp }));
         return;
       case PacketType.Disconnect:
-        this.#onDisconnect(p);
+        handleDisconnect(this, p);
         return;
       case PacketType.Auth:
-        this.#onAuth(p);
+        handleAuth(this, p);
         return;
       case PacketType.Connect:
         // [MQTT-3.1.0-2]
@@ -721,31 +720,6 @@ export class ClientConnection {
     this.pump();
   }
 
-  // ---------------------------------------------------------------- DISCONNECT / AUTH
-
-  #onDisconnect(p: DisconnectPacket): void {
-    const session = this.session!;
-    const expiry = p.properties?.sessionExpiryInterval;
-    if (expiry !== undefined) {
-      if (this.connectExpirySec === 0 && expiry !== 0) {
-        // 3.14.2.2.2: not a normal disconnection, so the Will is published.
-        this.disconnect(ReasonCode.ProtocolError, "Session Expiry changed from 0 in DISCONNECT");
-        return;
-      }
-      session.expirySec = Math.min(expiry, this.broker.options.maxSessionExpirySec);
-      this.broker.persistSession(session);
-    }
-    // [MQTT-3.14.4-3] DISCONNECT 0x00 discards the Will; 0x04 and error codes publish it. 3.1.1 always discards.
-    this.publishWillOnClose = this.v5 && p.reasonCode !== ReasonCode.NormalDisconnection;
-    this.#closeReason = `client DISCONNECT 0x${p.reasonCode.toString(16)}`;
-    this.#abort(this.#closeReason);
-  }
-
-  #onAuth(_p: AuthPacket): void {
-    // No Authentication Method was accepted in CONNECT, so AUTH is a Protocol Error [MQTT-4.12.0-6].
-    this.disconnect(ReasonCode.ProtocolError, "AUTH without enhanced authentication");
-  }
-
   // ---------------------------------------------------------------- delivery out
 
   /**
@@ -1013,6 +987,12 @@ export class ClientConnection {
   #readEnded = false;
   #writeSideClosed = false;
   #drainTimer?: ReturnType<typeof setTimeout>;
+
+  /** Closes at once for `why` (the client's DISCONNECT): nothing more is sent but what is queued. */
+  closeNow(why: string): void {
+    this.#closeReason = why;
+    this.#abort(why);
+  }
 
   /** Immediate close (network error, client DISCONNECT, first packet not CONNECT). */
   #abort(why: string): void {
