@@ -8,12 +8,11 @@ import {
   PacketType,
   type Properties,
   type PubAckPacket,
-  type PublishPacket,
   ReasonCode,
 } from "../codec/mod.ts";
 import type { ByteConn } from "../connection/mod.ts";
 import { Outbox } from "../connection/mod.ts";
-import { forwardableProperties, isExpired, type Message } from "../routing/mod.ts";
+import { isExpired } from "../routing/mod.ts";
 import type { Delivery, InflightEntry, Session } from "../session/mod.ts";
 import { topicNameError } from "../topic/mod.ts";
 import type { ClientInfo } from "../auth/mod.ts";
@@ -21,9 +20,10 @@ import type { Broker } from "./broker.ts";
 import { encodeDelivery } from "./delivery_encoding.ts";
 import { handleSubscribe, handleUnsubscribe } from "./handle_subscribe.ts";
 import { handleAuth, handleDisconnect } from "./handle_disconnect.ts";
+import { handlePublish, handlePubrel, type InboundState } from "./handle_publish.ts";
 import { TokenBucket } from "../util/token_bucket.ts";
+import { isUtf8 } from "../util/utf8.ts";
 
-const utf8Strict = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 /** How long a closing connection drains the peer's bytes after our DISCONNECT before it closes. */
 const CLOSE_DRAIN_MS = 2_000;
 
@@ -59,22 +59,14 @@ export class ClientConnection {
   publishWillOnClose = true;
   /** Session Expiry the CONNECT asked for, for the DISCONNECT 0 → non-zero rule. */
   connectExpirySec = 0;
-  #aliasesIn?: Map<number, string>;
-  /** Publish rate limit, when configured. */
-  #publishBucket?: TokenBucket;
+  /** Inbound PUBLISH state of this connection (handle_publish.ts). */
+  readonly inbound: InboundState = { pendingQos1: 0 };
   /** Topic aliases we assigned towards the client on this connection. */
   #aliasesOut?: Map<string, number>;
   /** The client's Topic Alias Maximum (v5): how many aliases we may use towards it. */
   topicAliasMaxOut = 0;
-  /** Inbound QoS 1 messages accepted and not yet acknowledged (waiting for the store). */
-  #pendingQos1 = 0;
   /** QoS 0 bytes dropped past the soft outbox limit since the outbox last fell below it. */
   #droppedBytes = 0;
-  /**
-   * Inbound QoS 2 ids received on this connection and awaiting PUBREL. The Receive Maximum
-   * quota resets with each connection (4.9), so ids left from an earlier one do not count.
-   */
-  #inboundQos2Here?: Set<number>;
   /** Resumed in-flight messages not yet resent because the client's Receive Maximum was full (4.9). */
   #resendBacklog?: Set<number>;
   #info?: ClientInfo;
@@ -171,13 +163,13 @@ export class ClientConnection {
     // order: flushes resolve in commit order, and callbacks of one commit in registration order.
     switch (p.type) {
       case PacketType.Publish:
-        return this.#detach(this.#onPublish(p));
+        return this.#detach(handlePublish(this, p));
       case PacketType.Puback:
       case PacketType.Pubrec:
       case PacketType.Pubcomp:
         return this.#detach(this.#onOutboundAck(p));
       case PacketType.Pubrel:
-        return this.#detach(this.#onPubrel(p));
+        return this.#detach(handlePubrel(this, p));
       case PacketType.Subscribe:
         return this.#detach(handleSubscribe(this, p));
       case PacketType.Unsubscribe:
@@ -282,7 +274,7 @@ export class ClientConnection {
     }
     if (opts.maxPublishRatePerClient > 0) {
       const rate = opts.maxPublishRatePerClient;
-      this.#publishBucket = new TokenBucket(rate, rate, Date.now());
+      this.inbound.publishBucket = new TokenBucket(rate, rate, Date.now());
     }
     let verdict: number;
     try {
@@ -454,191 +446,8 @@ export class ClientConnection {
     }
   }
 
-  // ---------------------------------------------------------------- PUBLISH in
-
-  #onPublish(p: PublishPacket): Promise<void> | undefined {
-    if (this.#publishBucket !== undefined && !this.#publishBucket.take(this.lastActivity)) {
-      this.broker.metrics.publishRateDisconnects++;
-      this.disconnect(ReasonCode.MessageRateTooHigh, "publish rate above the configured limit");
-      return;
-    }
-    const broker = this.broker;
-    const opts = broker.options;
-    const session = this.session!;
-    let topic = p.topic;
-    const props = p.properties;
-    if (props?.topicAlias !== undefined) {
-      const alias = props.topicAlias;
-      if (alias === 0 || alias > opts.topicAliasMaximum) {
-        this.disconnect(
-          ReasonCode.TopicAliasInvalid,
-          `topic alias ${alias} outside 1..${opts.topicAliasMaximum}`,
-        );
-        return;
-      }
-      if (topic.length > 0) (this.#aliasesIn ??= new Map()).set(alias, topic);
-      else {
-        const mapped = this.#aliasesIn?.get(alias);
-        if (mapped === undefined) {
-          this.disconnect(ReasonCode.ProtocolError, `topic alias ${alias} is not mapped`);
-          return;
-        }
-        topic = mapped;
-      }
-    } else if (topic.length === 0) {
-      this.disconnect(ReasonCode.ProtocolError, "empty topic name without topic alias");
-      return;
-    }
-    if (p.qos > opts.maximumQos) {
-      this.disconnect(
-        ReasonCode.QoSNotSupported,
-        `QoS ${p.qos} above Maximum QoS ${opts.maximumQos}`,
-      );
-      return;
-    }
-    if (p.retain && !opts.retainAvailable) {
-      this.disconnect(ReasonCode.RetainNotSupported, "retain is not supported");
-      return;
-    }
-    if (props?.responseTopic !== undefined && topicNameError(props.responseTopic) !== undefined) {
-      // [MQTT-3.3.2-14]
-      this.disconnect(ReasonCode.ProtocolError, "Response Topic is not a valid topic name");
-      return;
-    }
-    if (p.qos > 0) {
-      const duplicateQos2 = p.qos === 2 && session.inboundQos2.has(p.packetId!);
-      if (
-        !duplicateQos2 &&
-        (this.#inboundQos2Here?.size ?? 0) + this.#pendingQos1 >= opts.receiveMaximum
-      ) {
-        // 3.3.4: more unacknowledged QoS>0 PUBLISH than our Receive Maximum.
-        this.disconnect(ReasonCode.ReceiveMaximumExceeded, "Receive Maximum exceeded");
-        return;
-      }
-      if (duplicateQos2) {
-        // [MQTT-4.3.3-10] a re-sent PUBLISH before PUBREL is acknowledged again, not delivered again.
-        this.#ack(PacketType.Pubrec, p.packetId!, 0);
-        return;
-      }
-    }
-    broker.metrics.messagesReceived++;
-    let refusal = 0;
-    let why = "";
-    const nameError = topicNameError(topic, broker.topicLimits);
-    if (nameError !== undefined) {
-      refusal = ReasonCode.TopicNameInvalid;
-      why = nameError;
-      broker.metrics.invalidTopicRefused++;
-    } else if (topic.startsWith("$")) {
-      // 4.7.2: `$` topics are the server's; clients may not publish to them.
-      refusal = ReasonCode.NotAuthorized;
-      why = "topics starting with $ are reserved";
-    } else if (props?.payloadFormatIndicator === 1 && !isUtf8(p.payload)) {
-      refusal = ReasonCode.PayloadFormatInvalid;
-      why = "payload is not UTF-8 as its Payload Format Indicator says";
-    } else if (!broker.auth.authorizePublish(this.info, topic)) {
-      refusal = ReasonCode.NotAuthorized;
-      why = "not authorized";
-    }
-    if (refusal !== 0) {
-      broker.logger.info("publish refused", {
-        clientId: this.clientId,
-        topic,
-        reason: `0x${refusal.toString(16)}`,
-        why,
-      });
-      if (!this.v5) {
-        if (refusal === ReasonCode.TopicNameInvalid) {
-          this.#abort(`invalid topic name: ${why}`); // 3.1.1: a protocol violation closes
-          return;
-        }
-        // 3.1.1 [MQTT-3.3.5-2]: acknowledge as usual and drop.
-        if (p.qos === 1) this.#ack(PacketType.Puback, p.packetId!, 0);
-        else if (p.qos === 2) {
-          session.inboundQos2.add(p.packetId!);
-          (this.#inboundQos2Here ??= new Set()).add(p.packetId!);
-          this.#ack(PacketType.Pubrec, p.packetId!, 0);
-        }
-        return;
-      }
-      if (p.qos === 0) {
-        if (refusal === ReasonCode.TopicNameInvalid) this.disconnect(refusal, why);
-        return;
-      }
-      // A PUBREC >= 0x80 completes the exchange: the id is free again [MQTT-4.3.3-12].
-      this.#ack(p.qos === 1 ? PacketType.Puback : PacketType.Pubrec, p.packetId!, refusal, why);
-      return;
-    }
-    const now = Date.now();
-    const expiry = props?.messageExpiryInterval;
-    const message: Message = {
-      topic,
-      payload: p.payload,
-      qos: p.qos,
-      retain: p.retain,
-      properties: forwardableProperties(props),
-      expiresAt: expiry !== undefined ? now + expiry * 1000 : undefined,
-      publisherId: this.clientId,
-      id: broker.nextMessageId(),
-    };
-    const matched = broker.publish(message, now);
-    if (p.qos === 0) return;
-    const code = matched === 0 && this.v5 ? ReasonCode.NoMatchingSubscribers : 0;
-    if (p.qos === 2) {
-      session.inboundQos2.add(p.packetId!);
-      (this.#inboundQos2Here ??= new Set()).add(p.packetId!);
-      broker.persistInboundQos2(session, p.packetId!, true);
-    }
-    const ackType = p.qos === 1 ? PacketType.Puback : PacketType.Pubrec;
-    if (!broker.store.dirty) {
-      this.#ack(ackType, p.packetId!, code);
-      return;
-    }
-    // Durability rule: the ack goes out only once the message and its queue entries are committed.
-    if (p.qos === 1) this.#pendingQos1++;
-    return broker.store.flush().then(
-      () => {
-        if (p.qos === 1) this.#pendingQos1--;
-        if (this.state === "connected") this.#ack(ackType, p.packetId!, code);
-      },
-      (err) => {
-        if (p.qos === 1) this.#pendingQos1--;
-        broker.logger.error("store commit failed; publish not acknowledged", {
-          clientId: this.clientId,
-          error: err,
-        });
-        if (this.state === "connected") {
-          this.#ack(ackType, p.packetId!, ReasonCode.UnspecifiedError, "storage failure");
-        }
-      },
-    );
-  }
-
-  #onPubrel(p: PubAckPacket): Promise<void> | undefined {
-    const session = this.session!;
-    let code = 0;
-    this.#inboundQos2Here?.delete(p.packetId);
-    if (session.inboundQos2.delete(p.packetId)) {
-      this.broker.persistInboundQos2(session, p.packetId, false);
-    } else code = ReasonCode.PacketIdentifierNotFound; // [MQTT-4.3.3-11]
-    if (!this.broker.store.dirty) {
-      this.#ack(PacketType.Pubcomp, p.packetId, code);
-      return;
-    }
-    // The id's release must be durable before PUBCOMP lets the client reuse it; a stale id after a
-    // restart would swallow the client's next message with that id as a duplicate.
-    const ack = () => {
-      if (this.state === "connected") this.#ack(PacketType.Pubcomp, p.packetId, code);
-    };
-    return this.broker.store.flush().then(ack, (err) => {
-      this.broker.logger.error("store commit failed; PUBCOMP held back", {
-        clientId: this.clientId,
-        error: err,
-      });
-    });
-  }
-
-  #ack(
+  /** Sends PUBACK/PUBREC/PUBREL/PUBCOMP; a Reason String only when the client asked for problem information. */
+  sendAck(
     type: PubAckPacket["type"],
     packetId: number,
     reasonCode: number,
@@ -1016,14 +825,5 @@ export class ClientConnection {
   /** Why the connection ended, for logs. */
   get closeReason(): string {
     return this.#closeReason;
-  }
-}
-
-function isUtf8(bytes: Uint8Array): boolean {
-  try {
-    utf8Strict.decode(bytes);
-    return true;
-  } catch {
-    return false;
   }
 }
