@@ -1,12 +1,10 @@
 import {
   connackCodeForV4,
-  type ConnectPacket,
   encodePacket,
   MqttError,
   type Packet,
   PacketDecoder,
   PacketType,
-  type Properties,
   type PubAckPacket,
   ReasonCode,
 } from "../codec/mod.ts";
@@ -14,15 +12,13 @@ import type { ByteConn } from "../connection/mod.ts";
 import { Outbox } from "../connection/mod.ts";
 import { isExpired } from "../routing/mod.ts";
 import type { Delivery, InflightEntry, Session } from "../session/mod.ts";
-import { topicNameError } from "../topic/mod.ts";
 import type { ClientInfo } from "../auth/mod.ts";
 import type { Broker } from "./broker.ts";
 import { encodeDelivery } from "./delivery_encoding.ts";
 import { handleSubscribe, handleUnsubscribe } from "./handle_subscribe.ts";
+import { handleConnect } from "./handle_connect.ts";
 import { handleAuth, handleDisconnect } from "./handle_disconnect.ts";
 import { handlePublish, handlePubrel, type InboundState } from "./handle_publish.ts";
-import { TokenBucket } from "../util/token_bucket.ts";
-import { isUtf8 } from "../util/utf8.ts";
 
 /** How long a closing connection drains the peer's bytes after our DISCONNECT before it closes. */
 const CLOSE_DRAIN_MS = 2_000;
@@ -86,6 +82,13 @@ export class ClientConnection {
       if (queued < broker.options.outboxSoftLimitBytes) this.#droppedBytes = 0; // caught up
       if (queued < broker.options.outboxSoftLimitBytes && this.state === "connected") this.pump();
     };
+  }
+
+  /** Sets who the client is (from its CONNECT); the identity given to auth hooks follows. */
+  setIdentity(clientId: string, username: string | undefined): void {
+    this.clientId = clientId;
+    this.username = username;
+    this.#info = undefined;
   }
 
   /** Identity handed to auth hooks. */
@@ -156,7 +159,7 @@ export class ClientConnection {
         this.#abort(`first packet was not CONNECT (type ${p.type})`);
         return;
       }
-      return this.#onConnect(p);
+      return handleConnect(this, p);
     }
     // Handlers whose answer waits for the store return a promise; the read loop does not wait for
     // it, so one commit carries every packet of a read (group commit). Answers still go out in
@@ -201,178 +204,8 @@ export class ClientConnection {
 
   // ---------------------------------------------------------------- CONNECT
 
-  async #onConnect(p: ConnectPacket): Promise<void> {
-    const broker = this.broker;
-    const opts = broker.options;
-    this.protocolVersion = p.protocolVersion;
-    this.keepAliveSec = p.keepAlive;
-    if (p.protocolVersion === 3 && !opts.allowMqtt31) {
-      return this.#refuseConnect(ReasonCode.UnsupportedProtocolVersion, "MQTT 3.1 is disabled");
-    }
-    const props = p.properties ?? {};
-    // Known before any refusal, so a refusing CONNACK fits it too [MQTT-3.2.2-19].
-    if (this.v5) {
-      this.maxPacketSizeOut = props.maximumPacketSize ?? Number.POSITIVE_INFINITY;
-      this.topicAliasMaxOut = props.topicAliasMaximum ?? 0;
-    }
-    if (props.authenticationMethod !== undefined) {
-      // Enhanced authentication is not supported [MQTT-4.12.0-1].
-      return this.#refuseConnect(
-        ReasonCode.BadAuthenticationMethod,
-        "enhanced authentication is not supported",
-      );
-    }
-    let clientId = p.clientId;
-    let assigned = false;
-    if (clientId.length === 0) {
-      if (!this.v5 && !p.cleanStart) {
-        // 3.1.1 [MQTT-3.1.3-8]
-        return this.#refuseConnect(
-          ReasonCode.ClientIdentifierNotValid,
-          "empty client id needs clean session",
-        );
-      }
-      clientId = broker.assignClientId();
-      assigned = true;
-    } else if (p.protocolVersion === 3 && clientId.length > 23) {
-      return this.#refuseConnect(
-        ReasonCode.ClientIdentifierNotValid,
-        "MQTT 3.1 client id longer than 23",
-      );
-    }
-    this.clientId = clientId;
-    this.username = p.username;
-    this.#info = undefined;
-    if (p.will) {
-      const w = p.will;
-      if (w.qos > opts.maximumQos) {
-        return this.#refuseConnect(ReasonCode.QoSNotSupported, "Will QoS above Maximum QoS"); // [MQTT-3.2.2-12]
-      }
-      if (w.retain && !opts.retainAvailable) {
-        return this.#refuseConnect(ReasonCode.RetainNotSupported, "Will Retain not supported"); // [MQTT-3.2.2-13]
-      }
-      if (topicNameError(w.topic, broker.topicLimits) !== undefined) {
-        return this.#refuseConnect(ReasonCode.TopicNameInvalid, "invalid Will topic");
-      }
-      if (w.properties?.payloadFormatIndicator === 1 && !isUtf8(w.payload)) {
-        return this.#refuseConnect(ReasonCode.PayloadFormatInvalid, "Will payload is not UTF-8");
-      }
-      if (
-        w.properties?.responseTopic !== undefined &&
-        topicNameError(w.properties.responseTopic) !== undefined
-      ) {
-        return this.#refuseConnect(ReasonCode.ProtocolError, "invalid Will Response Topic");
-      }
-    }
-    if (broker.connectedCount >= opts.maxConnections && !broker.hasLiveConnection(clientId)) {
-      broker.metrics.connectionsRefused++;
-      return this.#refuseConnect(ReasonCode.QuotaExceeded, "maximum connections reached");
-    }
-    if (!broker.allowConnectFrom(this.conn.remoteAddress)) {
-      broker.metrics.connectRateRefused++;
-      return this.#refuseConnect(ReasonCode.ConnectionRateExceeded, "connection rate exceeded");
-    }
-    if (opts.maxPublishRatePerClient > 0) {
-      const rate = opts.maxPublishRatePerClient;
-      this.inbound.publishBucket = new TokenBucket(rate, rate, Date.now());
-    }
-    let verdict: number;
-    try {
-      verdict = await broker.auth.authenticate({ ...this.info, password: p.password });
-    } catch (err) {
-      broker.logger.error("authentication hook failed", { clientId, error: err });
-      verdict = ReasonCode.UnspecifiedError;
-    }
-    if (this.state !== "connecting") return;
-    if (verdict !== 0) {
-      broker.metrics.connectionsRefused++;
-      // Failed credentials wait before the refusal, which slows password guessing down.
-      await broker.authFailureDelay();
-      return this.#refuseConnect(verdict, "authentication failed");
-    }
-
-    // Session Expiry: v5 property, or 3.1.1 Clean Session mapping (checklist §12).
-    let requestedExpiry = this.v5
-      ? (props.sessionExpiryInterval ?? 0)
-      : (p.cleanStart ? 0 : opts.persistentSessionExpirySec);
-    this.connectExpirySec = requestedExpiry;
-    let expiryOverridden = false;
-    if (requestedExpiry > opts.maxSessionExpirySec) {
-      requestedExpiry = opts.maxSessionExpirySec;
-      expiryOverridden = true;
-    }
-    if (this.v5) {
-      this.sendQuota = Math.min(props.receiveMaximum ?? 65_535, opts.maxInflightOut);
-      this.maxPacketSizeOut = props.maximumPacketSize ?? Number.POSITIVE_INFINITY;
-      this.requestProblemInfo = props.requestProblemInformation !== 0;
-    } else {
-      this.sendQuota = opts.maxInflightOut;
-    }
-    let serverKeepAlive: number | undefined;
-    if (opts.maxKeepAliveSec > 0 && (p.keepAlive === 0 || p.keepAlive > opts.maxKeepAliveSec)) {
-      if (this.v5) {
-        serverKeepAlive = opts.maxKeepAliveSec;
-        this.keepAliveSec = serverKeepAlive; // [MQTT-3.2.2-21]
-      }
-    }
-
-    // Takeover and session resumption.
-    const { session, present } = broker.openSession(this, p.cleanStart, requestedExpiry);
-    this.session = session;
-    const { username, remoteAddress, remotePort, certificate } = this.info;
-    session.will = p.will
-      ? {
-        will: p.will,
-        delaySec: this.v5 ? (p.will.properties?.willDelayInterval ?? 0) : 0,
-        // Authorized as this identity when it is published.
-        owner: { username, remoteAddress, remotePort, certificate },
-      }
-      : undefined;
-    broker.persistSession(session);
-    if (broker.store.dirty) await broker.store.flush();
-    if (this.state !== "connecting") return;
-
-    const connackProps: Properties = {};
-    if (this.v5) {
-      if (opts.receiveMaximum !== 65_535) connackProps.receiveMaximum = opts.receiveMaximum;
-      if (opts.maximumQos < 2) connackProps.maximumQoS = opts.maximumQos;
-      if (!opts.retainAvailable) connackProps.retainAvailable = 0;
-      connackProps.maximumPacketSize = opts.maxPacketSize;
-      if (opts.topicAliasMaximum > 0) connackProps.topicAliasMaximum = opts.topicAliasMaximum;
-      if (!opts.wildcardSubscriptionAvailable) connackProps.wildcardSubscriptionAvailable = 0;
-      if (!opts.subscriptionIdentifierAvailable) connackProps.subscriptionIdentifierAvailable = 0;
-      if (!opts.sharedSubscriptionAvailable) connackProps.sharedSubscriptionAvailable = 0;
-      if (serverKeepAlive !== undefined) connackProps.serverKeepAlive = serverKeepAlive;
-      if (assigned) connackProps.assignedClientIdentifier = clientId; // [MQTT-3.2.2-16]
-      if (expiryOverridden) connackProps.sessionExpiryInterval = requestedExpiry;
-    }
-    this.state = "connected";
-    this.send(encodePacket(
-      {
-        type: PacketType.Connack,
-        sessionPresent: present,
-        reasonCode: 0,
-        properties: this.v5 ? connackProps : undefined,
-      },
-      this.protocolVersion,
-    ));
-    if (broker.logger.infoEnabled) {
-      broker.logger.info("client connected", {
-        clientId,
-        address: this.conn.remoteAddress,
-        port: this.conn.remotePort,
-        protocol: this.protocolVersion,
-        keepAlive: this.keepAliveSec,
-        cleanStart: p.cleanStart,
-        sessionPresent: present,
-        sessionExpiry: requestedExpiry,
-      });
-    }
-    if (present) this.#resend();
-    this.pump();
-  }
-
-  #refuseConnect(reasonCode: number, why: string): void {
+  /** Refuses the CONNECT with a CONNACK in the client's format, then closes gracefully. */
+  refuseConnect(reasonCode: number, why: string): void {
     const code = this.v5 ? reasonCode : connackCodeForV4(reasonCode);
     this.broker.logger.info("connection refused", {
       clientId: this.clientId || undefined,
@@ -398,7 +231,8 @@ export class ClientConnection {
   }
 
   /** On resumption: every unacknowledged PUBLISH (DUP=1) and PUBREL, in order, with original ids [MQTT-4.4.0-1]. */
-  #resend(): void {
+  /** Resends every unacknowledged PUBLISH (DUP=1) and PUBREL of a resumed session. */
+  resendSession(): void {
     const session = this.session!;
     const now = Date.now();
     let sent = 0;
@@ -725,7 +559,7 @@ export class ClientConnection {
       this.broker.metrics.protocolErrors++;
     }
     if (this.state === "connecting") {
-      this.#refuseConnect(reasonCode, why);
+      this.refuseConnect(reasonCode, why);
       return;
     }
     this.broker.logger.info("disconnecting client", {
@@ -758,7 +592,7 @@ export class ClientConnection {
         // [MQTT-3.1.2-2] answer in a format the client understands: v5 CONNACK (0x84) for
         // level 5 and above, the 3.1.1 format (0x01) below.
         this.protocolVersion = (err.protocolVersion ?? 0) >= 5 ? 5 : 4;
-        this.#refuseConnect(err.reasonCode, err.message);
+        this.refuseConnect(err.reasonCode, err.message);
         return;
       }
       // Only a CONNECT read far enough to know it is v5 gets a v5 CONNACK; an oversized one (0x95) was
@@ -767,7 +601,7 @@ export class ClientConnection {
         this.decoder.protocolVersion === 5 && err.reasonCode !== ReasonCode.MalformedPacket &&
         err.reasonCode !== ReasonCode.PacketTooLarge
       ) {
-        this.#refuseConnect(err.reasonCode, err.message);
+        this.refuseConnect(err.reasonCode, err.message);
         return;
       }
       this.broker.metrics.protocolErrors++;
