@@ -37,6 +37,7 @@ import {
   type AclRules,
 } from "../auth/mod.ts";
 import { ConfigError } from "./errors.ts";
+import { explainReadError } from "../util/read_error.ts";
 
 const TOP_KEYS = ["roles", "users", "certificates", "anonymous"] as const;
 const RULE_KEYS = ["allow", "deny", "topic"] as const;
@@ -51,12 +52,9 @@ export async function loadAclFile(path: string): Promise<AclRules> {
   try {
     text = await Deno.readTextFile(path);
   } catch (error) {
-    const why = error instanceof Deno.errors.NotFound
-      ? "no such file"
-      : error instanceof Error
-      ? error.message
-      : String(error);
-    throw new ConfigError({ file: path }, `Cannot read ACL file: ${why}`, { cause: error });
+    throw new ConfigError({ file: path }, `Cannot read ACL file: ${explainReadError(error)}`, {
+      cause: error,
+    });
   }
   return parseAclFile(text, path);
 }
