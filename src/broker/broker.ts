@@ -184,6 +184,8 @@ export class Broker {
       this.store = await KvSessionStore.open(this.options.dataPath, {
         logger: this.logger,
         commitWindowMs: this.options.storeCommitWindowMs,
+        checkpointIntervalMs: this.options.storeCheckpointIntervalMs,
+        journalMaxBytes: this.options.storeJournalMaxBytes,
       });
     }
     try {

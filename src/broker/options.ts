@@ -110,6 +110,10 @@ export interface BrokerOptions {
   maxTopicLevels: number;
   /** How long a store commit waits for more writes (ms); lets quick acks cancel writes. */
   storeCommitWindowMs: number;
+  /** How often writes made durable in the journal are copied into Deno KV (ms). */
+  storeCheckpointIntervalMs: number;
+  /** Journal size that starts a checkpoint early; commits wait once it holds four times this. */
+  storeJournalMaxBytes: number;
   /** CONNECTs accepted per second from one source address (0 = no limit); beyond it CONNACK 0x9F. */
   maxConnectRatePerAddress: number;
   /** PUBLISH packets per second one client may send, averaged over a 1 s burst (0 = no limit); beyond it DISCONNECT 0x96. */
@@ -160,7 +164,9 @@ export const DEFAULT_OPTIONS: Readonly<BrokerOptions> = Object.freeze({
   maxSubscriptionsPerClient: 10_000,
   maxTopicLength: 65_535,
   maxTopicLevels: 128,
-  storeCommitWindowMs: 1,
+  storeCommitWindowMs: 0,
+  storeCheckpointIntervalMs: 1_000,
+  storeJournalMaxBytes: 16 * 1024 * 1024,
   maxConnectRatePerAddress: 0,
   maxPublishRatePerClient: 0,
   passwordFile: undefined,

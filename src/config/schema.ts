@@ -117,6 +117,16 @@ export const LIMIT_KEYS: readonly ConfigKey[] = [
   { key: "max_topic_levels", field: "maxTopicLevels", rule: int(1, 65_535) },
   { key: "store_commit_window_ms", field: "storeCommitWindowMs", rule: int(0, 1_000) },
   {
+    key: "store_checkpoint_interval_ms",
+    field: "storeCheckpointIntervalMs",
+    rule: int(10, 3_600_000),
+  },
+  {
+    key: "store_journal_max_bytes",
+    field: "storeJournalMaxBytes",
+    rule: int(64 * 1024, MAX_COUNT),
+  },
+  {
     key: "max_connect_rate_per_address",
     field: "maxConnectRatePerAddress",
     rule: int(0, MAX_COUNT),

@@ -23,26 +23,43 @@ export const PAYLOAD_CHUNK = 60 * 1024;
 /** Key parts longer than this (UTF-8 bytes) are replaced by a hash; KV keys are at most 2 KiB. */
 export const MAX_KEY_PART = 256;
 
-const CRC_TABLE = (() => {
-  const t = new Uint32Array(256);
+/** Slicing-by-8 tables: eight bytes per step, about four times the speed of a byte loop. */
+const CRC_TABLES = (() => {
+  const t = new Int32Array(8 * 256);
   for (let n = 0; n < 256; n++) {
     let c = n;
     for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    t[n] = c >>> 0;
+    t[n] = c;
+  }
+  for (let n = 0; n < 256; n++) {
+    let c = t[n];
+    for (let k = 1; k < 8; k++) {
+      c = t[c & 0xff] ^ (c >>> 8);
+      t[k * 256 + n] = c;
+    }
   }
   return t;
 })();
 
 /** CRC-32 (IEEE) of `data[start, end)`. */
 export function crc32(data: Uint8Array, start = 0, end = data.length): number {
-  let c = 0xffffffff;
-  for (let i = start; i < end; i++) c = CRC_TABLE[(c ^ data[i]) & 0xff] ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
+  const t = CRC_TABLES;
+  let c = -1;
+  let i = start;
+  for (; i + 8 <= end; i += 8) {
+    const lo = c ^ (data[i] | (data[i + 1] << 8) | (data[i + 2] << 16) | (data[i + 3] << 24));
+    c = t[1792 + (lo & 0xff)] ^ t[1536 + ((lo >>> 8) & 0xff)] ^
+      t[1280 + ((lo >>> 16) & 0xff)] ^ t[1024 + (lo >>> 24)] ^
+      t[768 + data[i + 4]] ^ t[512 + data[i + 5]] ^ t[256 + data[i + 6]] ^ t[data[i + 7]];
+  }
+  for (; i < end; i++) c = t[(c ^ data[i]) & 0xff] ^ (c >>> 8);
+  return (c ^ -1) >>> 0;
 }
 
 /** Encodes a record: version, checksum, body. */
 export function encodeRecord(value: unknown): Uint8Array {
-  const w = new PackWriter(5);
+  const w = scratch;
+  w.pos = 5;
   w.value(value);
   const out = w.finish();
   out[0] = RECORD_VERSION;
@@ -167,6 +184,9 @@ class PackWriter {
     return this.buf.slice(0, this.pos);
   }
 }
+
+/** One writer reused by every record: encoding allocates only the finished copy. */
+const scratch = new PackWriter(0);
 
 /** Reads what {@link PackWriter} wrote; any inconsistency throws RecordError. */
 class PackReader {

@@ -22,8 +22,13 @@
  * A message routed to many persistent sessions is stored once and reference-counted.
  *
  * Writes are buffered and group-committed: everything issued in one turn of
- * the event loop (and while the previous commit runs) goes into one commit,
- * split to respect KV limits (1,000 mutations, 800 KiB per commit).
+ * the event loop (and while the previous commit runs) goes into one commit.
+ * For a local file, a commit is made durable by appending it to a write-ahead
+ * journal (journal.ts: one write and one fdatasync); a checkpoint copies what
+ * is still live into KV every `checkpointIntervalMs` or `journalMaxBytes` and
+ * then deletes the journal segments it covered. Opening replays whatever
+ * journal a crash left. KV commits are split to respect KV limits (1,000
+ * mutations, 800 KiB per commit).
  *
  * @module
  */
@@ -41,6 +46,13 @@ import {
   splitPayload,
 } from "./kv_records.ts";
 import type { Delivery, InflightEntry, PendingWill } from "./session.ts";
+import {
+  decodeJournalSegment,
+  encodeJournalFrame,
+  Journal,
+  listSegments,
+  segmentPath,
+} from "./journal.ts";
 import { salvageKvFile, type SalvageReport } from "./kv_salvage.ts";
 import type { SessionRecord, SessionStore, StoredState } from "./store.ts";
 
@@ -97,6 +109,18 @@ export interface OpenReport {
   danglingReferences: number;
   /** Set when the file was damaged: where it was moved and what could be copied out of it. */
   setAside?: { movedTo: string; reason: string } & SalvageReport;
+  /** What was replayed from a journal left by a crash. */
+  journal?: JournalReplayReport;
+}
+
+/** What opening the store replayed from journal segments into KV. */
+export interface JournalReplayReport {
+  segments: number;
+  frames: number;
+  /** Distinct keys written to KV after coalescing. */
+  mutations: number;
+  /** Where reading a segment stopped early (a torn last frame after a crash, or damage). */
+  stopped: { segment: number; offset: number; reason: string; bytesLeft: number }[];
 }
 
 /** Options of {@link KvSessionStore.open}. */
@@ -108,6 +132,18 @@ export interface KvStoreOptions {
    * they reach the disk, at the cost of that much latency on durable acknowledgements.
    */
   commitWindowMs?: number;
+  /**
+   * Make commits durable through the write-ahead journal (default true for a local file; a
+   * remote KV never uses one). Without it every commit is a KV commit.
+   */
+  journal?: boolean;
+  /** How often journaled writes still live are copied into KV, in ms (default 1,000). */
+  checkpointIntervalMs?: number;
+  /**
+   * Journal size that starts a checkpoint early (default 16 MiB). Commits wait for the running
+   * checkpoint once the journal holds four times this, so it stays bounded when KV is slow.
+   */
+  journalMaxBytes?: number;
 }
 
 interface Waiter {
@@ -116,8 +152,28 @@ interface Waiter {
   reject: (e: unknown) => void;
 }
 
-/** A pending write; `fresh` when the key is known to be absent from the committed store. */
-type Mutation = { key: Deno.KvKey; value: Uint8Array | null; fresh: boolean };
+/**
+ * A pending write; `fresh` when the key is known to be absent from the committed store. A delete
+ * has `value` null and no `record`; a record written by the hot paths is encoded only when its
+ * batch commits (`record` set, `value` null until then), so a write its delete cancels within the
+ * batch costs no encoding.
+ */
+type Mutation = {
+  key: Deno.KvKey;
+  id: string;
+  value: Uint8Array | null;
+  record?: unknown;
+  fresh: boolean;
+};
+
+/** Encodes a lazily written record in place; returns the value (null for a delete). */
+function materialize(m: Mutation): Uint8Array | null {
+  if (m.record !== undefined) {
+    m.value = encodeRecord(m.record);
+    m.record = undefined;
+  }
+  return m.value;
+}
 
 /** Durable session store on Deno KV with group commit. */
 export class KvSessionStore implements SessionStore {
@@ -140,8 +196,23 @@ export class KvSessionStore implements SessionStore {
   readonly #commitWindowMs: number;
   /** When the first write of the current batch was issued. */
   #batchStartedAt = 0;
-  /** Commits made, mutations written, and writes cancelled before reaching the disk. */
-  readonly stats = { commits: 0, mutations: 0, cancelled: 0 };
+  /**
+   * Group commits made, KV mutations written, writes cancelled before reaching the disk (in a
+   * batch or in the journal), checkpoints made and journal bytes appended.
+   */
+  readonly stats = { commits: 0, mutations: 0, cancelled: 0, checkpoints: 0, journalBytes: 0 };
+  #journal?: Journal;
+  /** Journaled writes not yet copied into KV, coalesced per key; `fresh` = absent from KV. */
+  #overlay = new Map<string, Mutation>();
+  #checkpointing?: Promise<void>;
+  /** The latest run of the commit loop (close() waits for it). */
+  #loopRun?: Promise<void>;
+  #checkpointTimer?: ReturnType<typeof setTimeout>;
+  #checkpointDue = false;
+  #checkpointError?: unknown;
+  #lastCheckpointAt = Date.now();
+  readonly #checkpointIntervalMs: number;
+  readonly #journalMaxBytes: number;
   readonly #retained = new Map<string, number>();
   #seq = 1;
   #closed = false;
@@ -153,10 +224,12 @@ export class KvSessionStore implements SessionStore {
     kv: Deno.Kv,
     logger: Logger,
     lockPath: string | undefined,
-    commitWindowMs: number,
+    options: KvStoreOptions,
   ) {
     this.path = path;
-    this.#commitWindowMs = commitWindowMs;
+    this.#commitWindowMs = options.commitWindowMs ?? 0;
+    this.#checkpointIntervalMs = options.checkpointIntervalMs ?? 1_000;
+    this.#journalMaxBytes = options.journalMaxBytes ?? 16 * 1024 * 1024;
     this.#kv = kv;
     this.#logger = logger;
     this.#lockPath = lockPath;
@@ -195,7 +268,7 @@ export class KvSessionStore implements SessionStore {
         throw err2;
       }
     }
-    const store = new KvSessionStore(path, kv, logger, lockPath, options.commitWindowMs ?? 0);
+    const store = new KvSessionStore(path, kv, logger, lockPath, options);
     if (damage) await store.#salvageFrom(damage.movedTo, damage.reason);
     const schema = await kv.get<number>(["schema"]);
     if (schema.value === null) await kv.set(["schema"], SCHEMA_VERSION);
@@ -206,7 +279,60 @@ export class KvSessionStore implements SessionStore {
         `Cannot use data store ${path}: schema version ${schema.value}, expected ${SCHEMA_VERSION}`,
       );
     }
+    if (!remote) {
+      try {
+        // A crash leaves journal segments behind: they hold acknowledged writes KV lacks.
+        const last = await store.#replayJournal();
+        if (options.journal !== false) store.#journal = await Journal.create(path, last + 1);
+      } catch (err) {
+        kv.close();
+        releaseLock(lockPath);
+        throw err;
+      }
+    }
     return store;
+  }
+
+  /** Applies every journal segment to KV (coalesced), then deletes them; returns the last number. */
+  async #replayJournal(): Promise<number> {
+    const segments = await listSegments(this.path);
+    if (segments.length === 0) return 0;
+    const report: JournalReplayReport = {
+      segments: segments.length,
+      frames: 0,
+      mutations: 0,
+      stopped: [],
+    };
+    const latest = new Map<string, Mutation>();
+    for (const n of segments) {
+      const read = decodeJournalSegment(await Deno.readFile(segmentPath(this.path, n)));
+      for (const frame of read.frames) {
+        report.frames++;
+        for (const m of frame) {
+          const id = keyId(m.key);
+          latest.set(id, { key: m.key, id, value: m.value, fresh: false });
+        }
+      }
+      if (read.stoppedAt) {
+        report.stopped.push({ segment: n, ...read.stoppedAt });
+        // Only the end of the newest segment can be torn by a crash; anywhere else it is damage.
+        const log = n === segments[segments.length - 1] ? this.#logger.warn : this.#logger.error;
+        log.call(this.#logger, "journal segment read stopped early", {
+          path: segmentPath(this.path, n),
+          ...read.stoppedAt,
+        });
+      }
+    }
+    report.mutations = latest.size;
+    await this.#commitToKv([...latest.values()]);
+    for (const n of segments) await Deno.remove(segmentPath(this.path, n));
+    this.report.journal = report;
+    this.#logger.info("journal replayed into the data store", {
+      segments: report.segments,
+      frames: report.frames,
+      keys: report.mutations,
+    });
+    return segments[segments.length - 1];
   }
 
   /** Copies what can be read from a damaged file (set aside) into this fresh store. */
@@ -227,6 +353,11 @@ export class KvSessionStore implements SessionStore {
     return this.#batch.size > 0 || this.#committing || this.#pendingMsgDeletes.size > 0;
   }
 
+  /** Writes acknowledged through the journal that KV does not hold yet (for tests and metrics). */
+  get uncheckpointed(): number {
+    return this.#overlay.size;
+  }
+
   flush(): Promise<void> {
     if (!this.dirty) return Promise.resolve();
     // Pending writes go out in the next commit; otherwise wait for the one running.
@@ -239,11 +370,11 @@ export class KvSessionStore implements SessionStore {
     });
   }
 
-  #put(key: Deno.KvKey, value: Uint8Array | null, fresh = false): void {
+  #put(key: Deno.KvKey, value: Uint8Array | null, fresh = false, record?: unknown): void {
     if (this.#closed) return;
     const id = keyId(key);
     const prev = this.#batch.get(id);
-    if (value === null && prev?.fresh) {
+    if (value === null && record === undefined && prev?.fresh) {
       // Written and deleted before any commit (e.g. a message acknowledged by its subscriber within
       // the commit window): the store never needs to see it.
       this.#batch.delete(id);
@@ -253,7 +384,7 @@ export class KvSessionStore implements SessionStore {
     if (this.#batch.size === 0) this.#batchStartedAt = Date.now();
     // Fresh only if nothing older for this key waits in the batch (a pending delete means the key
     // may still exist in the committed store).
-    this.#batch.set(id, { key, value, fresh: prev === undefined ? fresh : prev.fresh });
+    this.#batch.set(id, { key, id, value, record, fresh: prev === undefined ? fresh : prev.fresh });
     this.#schedule();
   }
 
@@ -262,18 +393,29 @@ export class KvSessionStore implements SessionStore {
     this.#scheduled = true;
     const run = () => {
       this.#scheduled = false;
-      this.#commitLoop();
+      this.#kick();
     };
     // Everything issued in this turn (or within the commit window) joins the same commit.
     if (this.#commitWindowMs > 0) setTimeout(run, this.#commitWindowMs);
     else queueMicrotask(run);
   }
 
+  /** Runs the commit loop unless it is running; close() waits for the run it records. */
+  #kick(): void {
+    if (!this.#committing) this.#loopRun = this.#commitLoop();
+  }
+
   async #commitLoop(): Promise<void> {
     if (this.#committing) return;
     this.#committing = true;
     try {
-      while (this.#batch.size > 0 || this.#pendingMsgDeletes.size > 0) {
+      while (
+        this.#batch.size > 0 || this.#pendingMsgDeletes.size > 0 || this.#rotationDue()
+      ) {
+        if (this.#batch.size === 0 && this.#pendingMsgDeletes.size === 0) {
+          await this.#rotateAndCheckpoint();
+          continue;
+        }
         // Under load commits run back to back; each batch still ages for the commit window, so
         // acknowledgements arriving meanwhile cancel writes instead of doubling them.
         const age = Date.now() - this.#batchStartedAt;
@@ -298,6 +440,7 @@ export class KvSessionStore implements SessionStore {
           this.#logger.error("data store commit failed", { error: err, mutations: batch.length });
           this.#settle(gen, err);
         }
+        if (this.#rotationDue()) await this.#rotateAndCheckpoint();
       }
     } finally {
       this.#committing = false;
@@ -318,12 +461,116 @@ export class KvSessionStore implements SessionStore {
     this.#waiters = remaining;
   }
 
+  /** Makes a batch durable: through the journal when there is one, else straight into KV. */
   async #commit(batch: Mutation[]): Promise<void> {
+    const journal = this.#journal;
+    if (!journal) return this.#commitToKv(batch);
+    if (journal.liveBytes > 4 * this.#journalMaxBytes) {
+      // KV is not keeping up (or failing): hold commits rather than grow the journal unbounded.
+      await this.#checkpointing;
+      if (journal.liveBytes > 4 * this.#journalMaxBytes && this.#checkpointError !== undefined) {
+        throw this.#checkpointError;
+      }
+    }
+    for (const m of batch) materialize(m);
+    const frame = encodeJournalFrame(batch);
+    await journal.append(frame);
+    this.stats.commits++;
+    this.stats.journalBytes += frame.length;
+    const overlay = this.#overlay;
+    for (const m of batch) {
+      const id = m.id;
+      const prev = overlay.get(id);
+      const fresh = prev === undefined ? m.fresh : prev.fresh;
+      if (m.value === null && fresh) {
+        // Never reached KV: a delete needs no checkpoint either.
+        if (prev !== undefined) {
+          overlay.delete(id);
+          this.stats.cancelled++;
+        }
+        continue;
+      }
+      overlay.set(id, { key: m.key, id, value: m.value, fresh });
+    }
+    this.#armCheckpointTimer();
+  }
+
+  /** Makes sure journaled writes reach KV within the interval even if no commit follows. */
+  #armCheckpointTimer(): void {
+    if (this.#overlay.size === 0 || this.#checkpointTimer !== undefined || this.#closed) return;
+    this.#checkpointTimer = setTimeout(() => {
+      this.#checkpointTimer = undefined;
+      this.#checkpointDue = true;
+      if (!this.#scheduled) this.#kick();
+    }, this.#checkpointIntervalMs);
+  }
+
+  /** True when the journal should be rotated and its live writes checkpointed into KV. */
+  #rotationDue(): boolean {
+    const journal = this.#journal;
+    if (!journal || this.#checkpointing || this.#overlay.size === 0) return false;
+    return this.#checkpointDue ||
+      journal.liveBytes >= this.#journalMaxBytes ||
+      Date.now() - this.#lastCheckpointAt >= this.#checkpointIntervalMs;
+  }
+
+  /**
+   * Starts a new segment and copies the writes of the closed ones into KV in the background;
+   * the closed segments are deleted once KV holds them. Runs inside the commit loop, so no
+   * append races the rotation.
+   */
+  async #rotateAndCheckpoint(): Promise<void> {
+    const journal = this.#journal!;
+    this.#checkpointDue = false;
+    this.#lastCheckpointAt = Date.now();
+    let closed: number;
+    try {
+      closed = await journal.rotate();
+    } catch (err) {
+      // Appends go on in the current segment; the next interval tries again.
+      this.#logger.error("journal rotation failed", { error: err });
+      this.#armCheckpointTimer();
+      return;
+    }
+    const snapshot = this.#overlay;
+    this.#overlay = new Map();
+    this.#checkpointing = this.#checkpoint(journal, snapshot, closed).finally(() => {
+      this.#checkpointing = undefined;
+      this.#lastCheckpointAt = Date.now();
+      this.#armCheckpointTimer();
+    });
+  }
+
+  async #checkpoint(journal: Journal, snapshot: Map<string, Mutation>, through: number) {
+    try {
+      await this.#commitToKv([...snapshot.values()]);
+      this.stats.checkpoints++;
+      this.#checkpointError = undefined;
+      await journal.removeThrough(through);
+    } catch (err) {
+      // The segments stay (a restart replays them) and the writes go into the next checkpoint,
+      // under anything newer for the same key.
+      this.#checkpointError = err;
+      this.#logger.error("data store checkpoint failed; the journal keeps the writes", {
+        error: err,
+        keys: snapshot.size,
+      });
+      for (const [id, m] of snapshot) {
+        const newer = this.#overlay.get(id);
+        if (newer === undefined) this.#overlay.set(id, m);
+        else newer.fresh = false; // KV may hold this key's older value now
+      }
+    }
+  }
+
+  /** Writes a batch into KV, split at KV's limits. */
+  async #commitToKv(batch: Mutation[]): Promise<void> {
     let op = this.#kv.atomic();
     let count = 0;
     let bytes = 0;
     for (const m of batch) {
-      const size = (m.value?.length ?? 0) + 64;
+      const value = materialize(m);
+      const size = (value?.length ?? 0) + 64;
       if (count >= MAX_MUTATIONS || bytes + size > MAX_COMMIT_BYTES) {
         const res = await op.commit();
         if (!res.ok) throw new Error("data store commit was rejected");
@@ -332,8 +579,8 @@ export class KvSessionStore implements SessionStore {
         bytes = 0;
       }
       this.stats.mutations++;
-      if (m.value === null) op.delete(m.key);
-      else op.set(m.key, m.value);
+      if (value === null) op.delete(m.key);
+      else op.set(m.key, value);
       count++;
       bytes += size;
     }
@@ -347,7 +594,46 @@ export class KvSessionStore implements SessionStore {
   async close(): Promise<void> {
     if (this.#closed) return;
     if (this.dirty) await this.flush().catch(() => {});
+    while (this.#committing) await this.#loopRun;
     this.#closed = true;
+    clearTimeout(this.#checkpointTimer);
+    this.#checkpointTimer = undefined;
+    const journal = this.#journal;
+    let clean = true;
+    if (journal) {
+      await this.#checkpointing;
+      if (this.#overlay.size > 0) {
+        // The last checkpoint: everything into KV, so a clean shutdown leaves no journal.
+        try {
+          await this.#commitToKv([...this.#overlay.values()]);
+          this.#overlay.clear();
+        } catch (err) {
+          clean = false;
+          this.#logger.error("final checkpoint failed; the journal is kept for the next start", {
+            error: err,
+          });
+        }
+      }
+      await journal.close(clean).catch((err) =>
+        this.#logger.error("closing the journal failed", { error: err })
+      );
+    }
+    this.#kv.close();
+    releaseLock(this.#lockPath);
+  }
+
+  /**
+   * Stops the store as a crash would (for tests): nothing more is committed or checkpointed,
+   * the journal stays on disk for the next open to replay.
+   */
+  async abandon(): Promise<void> {
+    if (this.#closed) return;
+    while (this.#committing) await this.#loopRun;
+    this.#closed = true;
+    clearTimeout(this.#checkpointTimer);
+    this.#checkpointTimer = undefined;
+    await this.#checkpointing;
+    await this.#journal?.close(false);
     this.#kv.close();
     releaseLock(this.#lockPath);
   }
@@ -476,7 +762,7 @@ export class KvSessionStore implements SessionStore {
       ids: d.subscriptionIds,
       share: d.shareKey,
     };
-    this.#put(["q", s.cid, seq], encodeRecord(record), true);
+    this.#put(["q", s.cid, seq], null, true, record);
   }
 
   dequeue(clientId: string, d: Delivery): void {
@@ -507,7 +793,7 @@ export class KvSessionStore implements SessionStore {
       state: e.state,
       sentAt: e.sentAt,
     };
-    this.#put(["i", s.cid, e.packetId], encodeRecord(record), isNew);
+    this.#put(["i", s.cid, e.packetId], null, isNew, record);
   }
 
   deleteInflight(clientId: string, packetId: number): void {
