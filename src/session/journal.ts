@@ -10,15 +10,15 @@
  * deletes the journal segments the checkpoint covered.
  *
  * File layout: segments `<data path>.journal.<n>` (n = 8 digits, increasing). Each segment
- * starts with the 8-byte magic `MQJRNL01`, followed by frames:
+ * starts with the 8-byte magic `MQJRNL01`, followed by frames (integers big-endian):
  *
  * ```
- * frame    := length u32 LE, crc32(payload) u32 LE, payload
- * payload  := count u32 LE, mutation*
- * mutation := partCount u8, part*, valueLength u32 LE (0xFFFFFFFF = delete), value bytes
- * part     := tag u8, then: 0 string (u16 LE length, UTF-8) | 1 number (f64 LE)
- *             | 2 bigint (u16 LE length, decimal ASCII) | 3 false | 4 true
- *             | 5 bytes (u16 LE length, bytes)
+ * frame    := length u32, crc32(payload) u32, payload
+ * payload  := count u32, mutation*
+ * mutation := partCount u8, part*, valueLength u32 (0xFFFFFFFF = delete), value bytes
+ * part     := tag u8, then: 0 string (u32 length, UTF-8) | 1 number (f64)
+ *             | 2 bigint (u32 length, decimal ASCII) | 3 false | 4 true
+ *             | 5 bytes (u32 length, bytes)
  * ```
  *
  * A crash can leave a torn last frame (never acknowledged: its fsync did not return); reading
@@ -26,12 +26,16 @@
  *
  * @module
  */
-import { crc32 } from "./kv_records.ts";
+import { crc32, PackWriter } from "./kv_records.ts";
 
-/** One write to replay into KV: a set, or a delete when `value` is null. */
+/**
+ * One write to replay into KV: a set, or a delete when `value` is null and there is no `record`.
+ * A `record` (a plain object) is encoded as a KV record straight into the frame.
+ */
 export interface JournalMutation {
   key: Deno.KvKey;
   value: Uint8Array | null;
+  record?: unknown;
 }
 
 const MAGIC = new TextEncoder().encode("MQJRNL01");
@@ -40,70 +44,56 @@ const FRAME_HEADER = 8;
 /** A frame larger than this is taken as damage, not data (a commit is at most a few MiB). */
 const MAX_FRAME = 256 * 1024 * 1024;
 
-const utf8 = new TextEncoder();
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
 
-/** Upper bound of a key's encoded size (strings counted at 3 bytes per UTF-16 unit). */
-function keySizeBound(key: Deno.KvKey): number {
-  let n = 1;
-  for (const part of key) {
-    if (typeof part === "string") n += 3 + part.length * 3;
-    else if (typeof part === "number") n += 9;
-    else if (typeof part === "bigint") n += 3 + 40;
-    else if (typeof part === "boolean") n += 1;
-    else n += 3 + (part as Uint8Array).length;
-  }
-  return n;
-}
+/** The frame buffer, reused by every commit: a frame is written out before the next is encoded. */
+const frameWriter = new PackWriter(64 * 1024);
 
-/** Encodes one group commit as a journal frame (header included). */
+/**
+ * Encodes one group commit as a journal frame (header included). The result is a view of a
+ * shared buffer, valid until the next call: write it out at once.
+ */
 export function encodeJournalFrame(mutations: readonly JournalMutation[]): Uint8Array {
-  let bound = FRAME_HEADER + 4;
-  for (const m of mutations) bound += keySizeBound(m.key) + 4 + (m.value?.length ?? 0);
-  const out = new Uint8Array(bound);
-  const view = new DataView(out.buffer);
-  let o = FRAME_HEADER;
-  view.setUint32(o, mutations.length, true);
-  o += 4;
+  const w = frameWriter;
+  w.pos = FRAME_HEADER;
+  w.u32(mutations.length);
   for (const m of mutations) {
-    out[o++] = m.key.length;
+    w.u8(m.key.length);
     for (const part of m.key) {
       if (typeof part === "string") {
-        out[o] = 0;
-        const { written } = utf8.encodeInto(part, out.subarray(o + 3));
-        view.setUint16(o + 1, written, true);
-        o += 3 + written;
+        w.u8(0);
+        w.string(part);
       } else if (typeof part === "number") {
-        out[o] = 1;
-        view.setFloat64(o + 1, part, true);
-        o += 9;
+        w.u8(1);
+        w.f64(part);
       } else if (typeof part === "bigint") {
-        out[o] = 2;
-        const { written } = utf8.encodeInto(part.toString(), out.subarray(o + 3));
-        view.setUint16(o + 1, written, true);
-        o += 3 + written;
+        w.u8(2);
+        w.string(part.toString());
       } else if (typeof part === "boolean") {
-        out[o++] = part ? 4 : 3;
+        w.u8(part ? 4 : 3);
       } else {
         const bytes = part as Uint8Array;
-        out[o] = 5;
-        view.setUint16(o + 1, bytes.length, true);
-        out.set(bytes, o + 3);
-        o += 3 + bytes.length;
+        w.u8(5);
+        w.u32(bytes.length);
+        w.bytes(bytes);
       }
     }
-    if (m.value === null) {
-      view.setUint32(o, DELETE, true);
-      o += 4;
+    if (m.record !== undefined) {
+      const at = w.pos;
+      w.u32(0);
+      w.record(m.record);
+      w.view.setUint32(at, w.pos - at - 4);
+    } else if (m.value === null) {
+      w.u32(DELETE);
     } else {
-      view.setUint32(o, m.value.length, true);
-      out.set(m.value, o + 4);
-      o += 4 + m.value.length;
+      w.u32(m.value.length);
+      w.bytes(m.value);
     }
   }
-  view.setUint32(0, o - FRAME_HEADER, true);
-  view.setUint32(4, crc32(out, FRAME_HEADER, o), true);
-  return out.subarray(0, o);
+  const end = w.pos;
+  w.view.setUint32(0, end - FRAME_HEADER);
+  w.view.setUint32(4, crc32(w.buf, FRAME_HEADER, end));
+  return w.buf.subarray(0, end);
 }
 
 /** What reading a segment found. */
@@ -135,11 +125,11 @@ export function decodeJournalSegment(bytes: Uint8Array): SegmentRead {
   });
   while (o < bytes.length) {
     if (bytes.length - o < FRAME_HEADER) return stop("torn frame header");
-    const length = view.getUint32(o, true);
+    const length = view.getUint32(o);
     if (length < 4 || length > MAX_FRAME) return stop(`bad frame length ${length}`);
     const end = o + FRAME_HEADER + length;
     if (end > bytes.length) return stop("torn frame");
-    if (crc32(bytes, o + FRAME_HEADER, end) !== view.getUint32(o + 4, true)) {
+    if (crc32(bytes, o + FRAME_HEADER, end) !== view.getUint32(o + 4)) {
       return stop("frame checksum mismatch");
     }
     const frame = decodeFramePayload(bytes, view, o + FRAME_HEADER, end);
@@ -160,7 +150,7 @@ function decodeFramePayload(
   let o = start;
   const need = (n: number) => o + n <= end;
   if (!need(4)) return "short frame";
-  const count = view.getUint32(o, true);
+  const count = view.getUint32(o);
   o += 4;
   const out: JournalMutation[] = [];
   try {
@@ -175,12 +165,12 @@ function decodeFramePayload(
           key.push(tag === 4);
         } else if (tag === 1) {
           if (!need(8)) return "short key";
-          key.push(view.getFloat64(o, true));
+          key.push(view.getFloat64(o));
           o += 8;
         } else if (tag === 0 || tag === 2 || tag === 5) {
-          if (!need(2)) return "short key";
-          const n = view.getUint16(o, true);
-          o += 2;
+          if (!need(4)) return "short key";
+          const n = view.getUint32(o);
+          o += 4;
           if (!need(n)) return "short key";
           const slice = bytes.subarray(o, o + n);
           o += n;
@@ -190,7 +180,7 @@ function decodeFramePayload(
         } else return `unknown key part tag ${tag}`;
       }
       if (!need(4)) return "short value";
-      const n = view.getUint32(o, true);
+      const n = view.getUint32(o);
       o += 4;
       if (n === DELETE) out.push({ key, value: null });
       else {

@@ -8,6 +8,12 @@ import {
   segmentPath,
 } from "./journal.ts";
 import { KvSessionStore } from "./kv_store.ts";
+import { decodeRecord, encodeRecord } from "./kv_records.ts";
+
+/** A frame of its own (encodeJournalFrame returns a view of a buffer the next call reuses). */
+function frame(mutations: JournalMutation[]): Uint8Array {
+  return encodeJournalFrame(mutations).slice();
+}
 
 const MAGIC = new TextEncoder().encode("MQJRNL01");
 
@@ -32,16 +38,25 @@ const sample: JournalMutation[] = [
 ];
 
 Deno.test("journal frame: every key part type and deletes round-trip", () => {
-  const read = decodeJournalSegment(segment(encodeJournalFrame(sample), encodeJournalFrame([])));
+  const read = decodeJournalSegment(segment(frame(sample), frame([])));
   assert.equal(read.stoppedAt, undefined);
   assert.equal(read.frames.length, 2);
   assert.deepEqual(read.frames[0], sample);
   assert.deepEqual(read.frames[1], []);
 });
 
+Deno.test("journal frame: a record is encoded straight into the frame and reads back as the KV value", () => {
+  const record = { m: 7, qos: 1, retain: false, topic: "a/b", payload: new Uint8Array([1, 2]) };
+  const read = decodeJournalSegment(segment(frame([{ key: ["i", "c", 1], value: null, record }])));
+  assert.equal(read.frames.length, 1);
+  const value = read.frames[0][0].value!;
+  assert.deepEqual(value, encodeRecord(record));
+  assert.deepEqual(decodeRecord(value), record);
+});
+
 Deno.test("journal segment: a frame cut at any byte (a crash mid-append) is dropped, earlier frames kept", () => {
-  const first = encodeJournalFrame(sample.slice(0, 2));
-  const second = encodeJournalFrame(sample.slice(2));
+  const first = frame(sample.slice(0, 2));
+  const second = frame(sample.slice(2));
   const whole = segment(first, second);
   const secondStart = MAGIC.length + first.length;
   for (let cut = secondStart; cut < whole.length; cut++) {
@@ -53,8 +68,8 @@ Deno.test("journal segment: a frame cut at any byte (a crash mid-append) is drop
 });
 
 Deno.test("journal segment: a flipped byte fails the frame checksum and reading stops there", () => {
-  const first = encodeJournalFrame(sample.slice(0, 1));
-  const second = encodeJournalFrame(sample.slice(1));
+  const first = frame(sample.slice(0, 1));
+  const second = frame(sample.slice(1));
   for (const at of [8, 20, second.length - 1]) {
     const damaged = segment(first, second);
     damaged[MAGIC.length + first.length + at] ^= 0x40;
@@ -77,9 +92,9 @@ Deno.test("journal: appends survive in order, rotation starts the next segment, 
   try {
     const path = `${dir}/broker.db`;
     const j = await Journal.create(path, 7);
-    await j.append(encodeJournalFrame(sample.slice(0, 1)));
+    await j.append(frame(sample.slice(0, 1)));
     assert.equal(await j.rotate(), 7);
-    await j.append(encodeJournalFrame(sample.slice(1, 2)));
+    await j.append(frame(sample.slice(1, 2)));
     assert.deepEqual(await listSegments(path), [7, 8]);
     const seven = decodeJournalSegment(await Deno.readFile(segmentPath(path, 7)));
     assert.deepEqual(seven.frames, [sample.slice(0, 1)]);

@@ -59,16 +59,9 @@ export function crc32(data: Uint8Array, start = 0, end = data.length): number {
 /** Encodes a record: version, checksum, body. */
 export function encodeRecord(value: unknown): Uint8Array {
   const w = scratch;
-  w.pos = 5;
-  w.value(value);
-  const out = w.finish();
-  out[0] = RECORD_VERSION;
-  const crc = crc32(out, 5);
-  out[1] = crc >>> 24;
-  out[2] = (crc >>> 16) & 0xff;
-  out[3] = (crc >>> 8) & 0xff;
-  out[4] = crc & 0xff;
-  return out;
+  w.pos = 0;
+  w.record(value);
+  return w.finish();
 }
 
 // Tags of the compact encoding: plain data only (what records hold).
@@ -86,16 +79,69 @@ const T_OBJECT = 9;
 const textEncoder = new TextEncoder();
 const textDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
-/** Writes plain values (objects, arrays, strings, numbers, booleans, byte arrays) compactly. */
-class PackWriter {
+/**
+ * A growing byte buffer that writes plain values (objects, arrays, strings, numbers, booleans,
+ * byte arrays) compactly, and whole records. Exported so the journal can encode records straight
+ * into its frame: one reused buffer, no allocation per record. Integers are big-endian.
+ */
+export class PackWriter {
   buf: Uint8Array;
   view: DataView;
-  pos: number;
+  pos = 0;
 
-  constructor(offset: number) {
-    this.buf = new Uint8Array(256);
+  constructor(initialSize = 256) {
+    this.buf = new Uint8Array(initialSize);
     this.view = new DataView(this.buf.buffer);
-    this.pos = offset;
+  }
+
+  /** Makes room for `n` more bytes at `pos`. */
+  room(n: number): void {
+    this.#room(n);
+  }
+
+  /** Writes a byte. */
+  u8(v: number): void {
+    this.#room(1);
+    this.buf[this.pos++] = v;
+  }
+
+  /** Writes an unsigned 32-bit integer. */
+  u32(v: number): void {
+    this.#u32(v);
+  }
+
+  /** Writes a float64. */
+  f64(v: number): void {
+    this.#room(8);
+    this.view.setFloat64(this.pos, v);
+    this.pos += 8;
+  }
+
+  /** Writes bytes as they are (no length). */
+  bytes(b: Uint8Array): void {
+    this.#room(b.length);
+    this.buf.set(b, this.pos);
+    this.pos += b.length;
+  }
+
+  /** Writes a string as a u32 length and UTF-8. */
+  string(s: string): void {
+    this.#string(s);
+  }
+
+  /** Writes a whole record: version, CRC-32 of the body, body (what {@link decodeRecord} reads). */
+  record(value: unknown): void {
+    const start = this.pos;
+    this.#room(5);
+    this.pos += 5;
+    this.value(value);
+    const buf = this.buf;
+    buf[start] = RECORD_VERSION;
+    const crc = crc32(buf, start + 5, this.pos);
+    buf[start + 1] = crc >>> 24;
+    buf[start + 2] = (crc >>> 16) & 0xff;
+    buf[start + 3] = (crc >>> 8) & 0xff;
+    buf[start + 4] = crc & 0xff;
   }
 
   #room(n: number): void {
@@ -180,13 +226,14 @@ class PackWriter {
     }
   }
 
+  /** A copy of what was written. */
   finish(): Uint8Array {
     return this.buf.slice(0, this.pos);
   }
 }
 
 /** One writer reused by every record: encoding allocates only the finished copy. */
-const scratch = new PackWriter(0);
+const scratch = new PackWriter();
 
 /** Reads what {@link PackWriter} wrote; any inconsistency throws RecordError. */
 class PackReader {

@@ -472,7 +472,8 @@ export class KvSessionStore implements SessionStore {
         throw this.#checkpointError;
       }
     }
-    for (const m of batch) materialize(m);
+    // Records are encoded straight into the frame; the overlay keeps them unencoded, so only the
+    // few still live at a checkpoint are ever encoded again.
     const frame = encodeJournalFrame(batch);
     await journal.append(frame);
     this.stats.commits++;
@@ -482,7 +483,7 @@ export class KvSessionStore implements SessionStore {
       const id = m.id;
       const prev = overlay.get(id);
       const fresh = prev === undefined ? m.fresh : prev.fresh;
-      if (m.value === null && fresh) {
+      if (m.value === null && m.record === undefined && fresh) {
         // Never reached KV: a delete needs no checkpoint either.
         if (prev !== undefined) {
           overlay.delete(id);
@@ -490,7 +491,7 @@ export class KvSessionStore implements SessionStore {
         }
         continue;
       }
-      overlay.set(id, { key: m.key, id, value: m.value, fresh });
+      overlay.set(id, { key: m.key, id, value: m.value, record: m.record, fresh });
     }
     this.#armCheckpointTimer();
   }
