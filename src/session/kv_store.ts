@@ -98,8 +98,11 @@ interface SessionKeys {
   cid: string;
   subs: Set<string>;
   queue: Map<Delivery, { seq: number; m: number }>;
-  /** packet id → message id, and the embedded message when it lives in the in-flight record. */
-  inflight: Map<number, { m: number; msg?: MessageRecord }>;
+  /**
+   * packet id → message id, the embedded message when it lives in the in-flight record, and the
+   * record's key and key id (built once: state changes and the delete reuse them).
+   */
+  inflight: Map<number, { m: number; msg?: MessageRecord; key?: Deno.KvKey; id?: string }>;
   qos2: Set<number>;
 }
 
@@ -146,8 +149,9 @@ export interface KvStoreOptions {
   journalMaxBytes?: number;
 }
 
+/** The promise every flush() waiting for the same commit shares (one per commit, not per call). */
 interface Waiter {
-  gen: number;
+  promise: Promise<void>;
   resolve: () => void;
   reject: (e: unknown) => void;
 }
@@ -186,7 +190,8 @@ export class KvSessionStore implements SessionStore {
   #committedGen = 0;
   #committing = false;
   #scheduled = false;
-  #waiters: Waiter[] = [];
+  /** Waiters by the commit generation they wait for (at most the running one and the next). */
+  readonly #waiters = new Map<number, Waiter>();
   readonly #sessions = new Map<string, SessionKeys>();
   readonly #refs = new Map<number, number>();
   readonly #parts = new Map<number, number>();
@@ -364,15 +369,29 @@ export class KvSessionStore implements SessionStore {
     const pending = this.#batch.size > 0 || this.#pendingMsgDeletes.size > 0;
     const target = pending ? this.#batchGen + 1 : this.#batchGen;
     if (target <= this.#committedGen) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      this.#waiters.push({ gen: target, resolve, reject });
+    let waiter = this.#waiters.get(target);
+    if (waiter === undefined) {
+      let resolve!: () => void;
+      let reject!: (e: unknown) => void;
+      const promise = new Promise<void>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
+      waiter = { promise, resolve, reject };
+      this.#waiters.set(target, waiter);
       this.#schedule();
-    });
+    }
+    return waiter.promise;
   }
 
-  #put(key: Deno.KvKey, value: Uint8Array | null, fresh = false, record?: unknown): void {
+  #put(
+    key: Deno.KvKey,
+    value: Uint8Array | null,
+    fresh = false,
+    record?: unknown,
+    id = keyId(key),
+  ): void {
     if (this.#closed) return;
-    const id = keyId(key);
     const prev = this.#batch.get(id);
     if (value === null && record === undefined && prev?.fresh) {
       // Written and deleted before any commit (e.g. a message acknowledged by its subscriber within
@@ -451,14 +470,12 @@ export class KvSessionStore implements SessionStore {
   }
 
   #settle(gen: number, err: unknown): void {
-    const remaining: Waiter[] = [];
-    for (const w of this.#waiters) {
-      if (w.gen <= gen) {
-        if (err === undefined) w.resolve();
-        else w.reject(err);
-      } else remaining.push(w);
+    for (const [target, w] of this.#waiters) {
+      if (target > gen) continue;
+      this.#waiters.delete(target);
+      if (err === undefined) w.resolve();
+      else w.reject(err);
     }
-    this.#waiters = remaining;
   }
 
   /** Makes a batch durable: through the journal when there is one, else straight into KV. */
@@ -783,6 +800,10 @@ export class KvSessionStore implements SessionStore {
       ref = { m: e.message.id, msg: this.#ref(e.message) };
       s.inflight.set(e.packetId, ref);
     }
+    if (ref.key === undefined) {
+      ref.key = ["i", s.cid, e.packetId];
+      ref.id = keyId(ref.key);
+    }
     const record: InflightRecord = {
       m: e.message.id,
       msg: ref.msg,
@@ -794,7 +815,7 @@ export class KvSessionStore implements SessionStore {
       state: e.state,
       sentAt: e.sentAt,
     };
-    this.#put(["i", s.cid, e.packetId], null, isNew, record);
+    this.#put(ref.key, null, isNew, record, ref.id);
   }
 
   deleteInflight(clientId: string, packetId: number): void {
@@ -802,7 +823,8 @@ export class KvSessionStore implements SessionStore {
     const ref = s?.inflight.get(packetId);
     if (!s || ref === undefined) return;
     s.inflight.delete(packetId);
-    this.#put(["i", s.cid, packetId], null);
+    if (ref.key !== undefined) this.#put(ref.key, null, false, undefined, ref.id);
+    else this.#put(["i", s.cid, packetId], null);
     this.#unref(ref.m);
   }
 
