@@ -214,6 +214,61 @@ Deno.test("decodeKvKey reads back the keys the store writes", async () => {
   }
 });
 
+Deno.test("kv store reads queue and in-flight records in both stored forms, and sets aside a malformed tuple", async () => {
+  const path = freshPath();
+  let store = await KvSessionStore.open(path);
+  await store.load();
+  store.saveSession({ clientId: "forms", protocolVersion: 5, expirySec: 100 });
+  await store.flush();
+  await store.close();
+  const payload = new Uint8Array([7, 8]);
+  const msg = { id: 5, topic: "a/b", qos: 1, retain: false, payload, publisherId: "p" };
+  const kv = await Deno.openKv(path);
+  // The object form written before queue and in-flight records became tuples.
+  await kv.set(["q", "forms", 1], encodeRecord({ m: 5, msg, qos: 1, retain: false, ids: [3] }));
+  await kv.set(
+    ["i", "forms", 9],
+    encodeRecord({
+      m: 6,
+      msg: { ...msg, id: 6 },
+      qos: 1,
+      retain: false,
+      packetId: 9,
+      state: "pubrel",
+      sentAt: 1,
+    }),
+  );
+  // A tuple whose QoS is out of range: a valid checksum, but not a record the store can use.
+  await kv.set(["q", "forms", 2], encodeRecord([7, undefined, 3, false, undefined, undefined]));
+  kv.close();
+  store = await KvSessionStore.open(path);
+  try {
+    const state = await store.load();
+    const s = state.sessions.find((x) => x.record.clientId === "forms")!;
+    assert.equal(s.queue.length, 1);
+    assert.deepEqual(s.queue[0].message.payload, payload);
+    assert.deepEqual(s.queue[0].subscriptionIds, [3]);
+    assert.equal(s.inflight.length, 1);
+    assert.equal(s.inflight[0].state, "pubrel");
+    assert.equal(s.inflight[0].message.id, 6);
+    assert.deepEqual(store.report.quarantined, [JSON.stringify(["q", "forms", 2])]);
+    // Written again in the tuple form, the entries read back the same.
+    store.saveInflight("forms", { ...s.inflight[0], sentAt: 2 });
+    await store.flush();
+  } finally {
+    await store.close();
+  }
+  store = await KvSessionStore.open(path);
+  try {
+    const s = (await store.load()).sessions.find((x) => x.record.clientId === "forms")!;
+    assert.equal(s.inflight[0].state, "pubrel");
+    assert.equal(s.inflight[0].sentAt, 2);
+    assert.equal(s.inflight[0].message.topic, "a/b");
+  } finally {
+    await store.close();
+  }
+});
+
 Deno.test("kv store cleanup of temp dirs", () => {
   for (const d of dirs) {
     try {
