@@ -107,7 +107,10 @@ export class Broker {
   /** Live connection per client id (after CONNACK). */
   readonly #byClientId = new Map<string, ClientConnection>();
   readonly #connections = new Set<ClientConnection>();
-  readonly #runs = new Set<Promise<void>>();
+  /** Connections whose read loop is still running (a loop may outlive its connection's close). */
+  readonly #reading = new Set<ClientConnection>();
+  /** Wakes {@link stop} when the last read loop ends. */
+  #readingDone?: () => void;
   readonly #listeners: ConnListener[] = [];
   readonly #acceptLoops: Promise<void>[] = [];
   readonly #sweepIntervalMs: number;
@@ -252,7 +255,9 @@ export class Broker {
       });
     }
     for (const c of [...this.#connections]) c.conn.close();
-    await Promise.all(this.#runs);
+    if (this.#reading.size > 0) {
+      await new Promise<void>((resolve) => this.#readingDone = resolve);
+    }
     // HTTP and node:tls servers hold their sockets until their connections are gone.
     await Promise.all(this.#listeners.map((l) => l.release?.()));
     clearInterval(this.#sweepTimer);
@@ -304,6 +309,7 @@ export class Broker {
 
   #revokeForbidden(session: Session, info: ClientInfo): number {
     let removed = 0;
+    if (session.subscriptionCount === 0) return 0;
     for (const rawFilter of [...session.subscriptions.keys()]) {
       if (this.auth.authorizeSubscribe(info, rawFilter)) continue;
       this.unsubscribe(session, rawFilter);
@@ -408,9 +414,9 @@ export class Broker {
         address: conn.remoteAddress,
         port: conn.remotePort,
       });
-      const run = client.run();
-      this.#runs.add(run);
-      run.finally(() => this.#runs.delete(run));
+      this.#reading.add(client);
+      // No promise is kept per connection: the loop reports its end (onReadLoopEnded).
+      client.run();
     }
   }
 
@@ -517,6 +523,15 @@ export class Broker {
     this.persistSession(session);
   }
 
+  /** Called by a connection when its read loop has ended. */
+  onReadLoopEnded(client: ClientConnection): void {
+    this.#reading.delete(client);
+    if (this.#reading.size === 0 && this.#readingDone !== undefined) {
+      this.#readingDone();
+      this.#readingDone = undefined;
+    }
+  }
+
   /** Called when a connection's socket is closed. */
   onConnectionClosed(client: ClientConnection): void {
     this.#connections.delete(client);
@@ -527,15 +542,17 @@ export class Broker {
   }
 
   #destroySession(session: Session): void {
-    for (const entry of session.subscriptions.values()) {
-      const parsed = parseTopicFilter(entry.rawFilter);
-      if (typeof parsed !== "string") {
-        this.#tree.remove(parsed.filter, session.clientId, parsed.shareGroup);
+    if (session.subscriptionCount > 0) {
+      for (const entry of session.subscriptions.values()) {
+        const parsed = parseTopicFilter(entry.rawFilter);
+        if (typeof parsed !== "string") {
+          this.#tree.remove(parsed.filter, session.clientId, parsed.shareGroup);
+        }
       }
+      session.subscriptions.clear();
     }
-    session.subscriptions.clear();
     this.#sessions.delete(session.clientId);
-    if (session.expirySec > 0 || session.queue.length > 0 || session.inflight.size > 0) {
+    if (session.expirySec > 0 || session.queueLength > 0 || session.inflightCount > 0) {
       this.store.deleteSession(session.clientId);
     }
     this.#redeliverShared(session);
@@ -547,6 +564,7 @@ export class Broker {
    * message already sent is never given to another member [MQTT-4.8.2-5].
    */
   #redeliverShared(session: Session): void {
+    if (session.inflightCount === 0 && session.queueLength === 0) return;
     const orphans: Delivery[] = [];
     for (const e of session.inflight.values()) {
       if (e.shareKey !== undefined && e.qos === 1 && e.state === "publish") orphans.push(e);
@@ -816,6 +834,7 @@ export class Broker {
       }
       // Expired messages at the head of an offline queue leave it (and the store) now; the walk
       // stops at the first live one, so a sweep stays bounded. Others go when they are reached.
+      if (session.queueLength === 0) continue;
       for (
         let d = session.queue.peek();
         d !== undefined && isExpired(d.message, now);

@@ -8,7 +8,7 @@ import {
   type PubAckPacket,
   ReasonCode,
 } from "../codec/mod.ts";
-import type { ByteConn } from "../connection/mod.ts";
+import type { ByteConn, OutboxOwner } from "../connection/mod.ts";
 import { Outbox } from "../connection/mod.ts";
 import { isExpired } from "../routing/mod.ts";
 import type { Delivery, InflightEntry, Session } from "../session/mod.ts";
@@ -30,7 +30,7 @@ type State = "connecting" | "connected" | "closing" | "closed";
  * protocol state of the connection (aliases, quotas, keep-alive) and the
  * handlers for each packet type. Session state lives in {@link Session}.
  */
-export class ClientConnection {
+export class ClientConnection implements OutboxOwner {
   readonly broker: Broker;
   readonly conn: ByteConn;
   readonly outbox: Outbox;
@@ -76,12 +76,19 @@ export class ClientConnection {
       side: "server",
       maxPacketSize: broker.options.maxPacketSize,
     });
-    this.outbox = new Outbox(conn);
-    this.outbox.onError = () => this.#abort("write failed");
-    this.outbox.onDrain = (queued) => {
-      if (queued < broker.options.outboxSoftLimitBytes) this.#droppedBytes = 0; // caught up
-      if (queued < broker.options.outboxSoftLimitBytes && this.state === "connected") this.pump();
-    };
+    this.outbox = new Outbox(conn, this);
+  }
+
+  /** From the outbox: a write completed. Below the soft limit, queued messages may follow. */
+  outboxDrained(queued: number): void {
+    if (queued >= this.broker.options.outboxSoftLimitBytes) return;
+    this.#droppedBytes = 0; // caught up
+    if (this.state === "connected") this.pump();
+  }
+
+  /** From the outbox: a write failed, so the peer is gone. */
+  outboxFailed(): void {
+    this.#abort("write failed");
   }
 
   /** Sets who the client is (from its CONNECT); the identity given to auth hooks follows. */
@@ -107,7 +114,7 @@ export class ClientConnection {
     return this.protocolVersion === 5;
   }
 
-  /** Runs the read loop until the connection ends. Never throws. */
+  /** Runs the read loop until the connection ends, then tells the broker. Never throws. */
   async run(): Promise<void> {
     // Small to start: idle connections dominate memory; busy ones grow it on full reads.
     let buf = new Uint8Array(256);
@@ -149,6 +156,7 @@ export class ClientConnection {
       if (this.state === "connecting" || this.state === "connected") {
         this.#abort(this.#closeReason || "closed");
       } else if (this.state === "closing" && this.#writeSideClosed) this.#finish();
+      this.broker.onReadLoopEnded(this);
     }
   }
 
@@ -390,7 +398,7 @@ export class ClientConnection {
       return;
     }
     if (
-      session.queue.length === 0 && session.inflight.size < this.sendQuota &&
+      session.queueLength === 0 && session.inflightCount < this.sendQuota &&
       this.outbox.bufferedBytes <= this.broker.options.outboxSoftLimitBytes
     ) {
       this.#sendInflight(d, now);
@@ -402,7 +410,7 @@ export class ClientConnection {
   /** Moves queued messages into flight while the client's quota and the outbox allow. */
   pump(): void {
     const session = this.session;
-    if (!session || this.state !== "connected") return;
+    if (!session || this.state !== "connected" || session.queueLength === 0) return;
     const soft = this.broker.options.outboxSoftLimitBytes;
     const now = Date.now();
     while (
@@ -492,7 +500,7 @@ export class ClientConnection {
   /** v5: report overdue acks; 3.1.1: resend them with DUP=1 (checklist §5, §12). */
   checkOverdue(now: number): void {
     const session = this.session;
-    if (!session || this.state !== "connected" || session.inflight.size === 0) return;
+    if (!session || this.state !== "connected" || session.inflightCount === 0) return;
     const interval = this.broker.options.retryIntervalMs;
     for (const entry of session.inflight.values()) {
       if (now - entry.sentAt < interval || this.#resendBacklog?.has(entry.packetId)) continue;

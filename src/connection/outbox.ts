@@ -2,6 +2,27 @@ import type { ByteConn } from "./transport.ts";
 
 const EMPTY = new Uint8Array(0);
 
+/** What an {@link Outbox} reports to the connection that owns it. */
+export interface OutboxOwner {
+  /** A write completed; `queuedBytes` are still waiting to be written. */
+  outboxDrained(queuedBytes: number): void;
+  /** A write failed (peer gone). Called once; later writes are dropped. */
+  outboxFailed(err: unknown): void;
+}
+
+// Outboxes written to in this turn, flushed together by one microtask: a turn that writes to
+// thousands of connections (one message to each of 10,000 subscribers) queues one microtask, not
+// one per connection, and an outbox needs no flush callback of its own.
+let dirty: Outbox[] = [];
+let flushQueued = false;
+
+function flushDirty(): void {
+  flushQueued = false;
+  const list = dirty;
+  dirty = [];
+  for (let i = 0; i < list.length; i++) list[i].flush();
+}
+
 /**
  * Coalesced, bounded writes for one connection: packets queued during one
  * turn of the event loop go out in a single write, and the queued byte count
@@ -9,20 +30,22 @@ const EMPTY = new Uint8Array(0);
  */
 export class Outbox {
   readonly #conn: ByteConn;
-  #pending: Uint8Array[] = [];
+  readonly #owner: OutboxOwner;
+  // Queued packets: the first alone (the common case, no array), the rest in `#more`.
+  #first: Uint8Array | undefined = undefined;
+  #more: Uint8Array[] | undefined = undefined;
   #pendingBytes = 0;
   #inWriteBytes = 0;
   #scheduled = false;
   #writing = false;
   #failed = false;
-  #idle: (() => void)[] = [];
-  /** Called once when a write fails (peer gone). */
-  onError?: (err: unknown) => void;
-  /** Called after a write completes, with the bytes still queued. */
-  onDrain?: (queuedBytes: number) => void;
+  #idle: (() => void)[] | undefined = undefined;
+  #buf: Uint8Array = EMPTY;
+  #off = 0;
 
-  constructor(conn: ByteConn) {
+  constructor(conn: ByteConn, owner: OutboxOwner) {
     this.#conn = conn;
+    this.#owner = owner;
   }
 
   /** Bytes accepted and not yet written to the socket. */
@@ -33,43 +56,53 @@ export class Outbox {
   /** Queues bytes; the caller must not change them afterwards. */
   write(bytes: Uint8Array): void {
     if (this.#failed) return;
-    this.#pending.push(bytes);
+    if (this.#first === undefined) this.#first = bytes;
+    else (this.#more ??= []).push(bytes);
     this.#pendingBytes += bytes.length;
     if (!this.#scheduled && !this.#writing) {
       this.#scheduled = true;
-      queueMicrotask(this.#flushTask);
+      dirty.push(this);
+      if (!flushQueued) {
+        flushQueued = true;
+        queueMicrotask(flushDirty);
+      }
     }
   }
 
   /** Resolves when everything queued so far is written (or the write failed). */
   drained(): Promise<void> {
     if (this.bufferedBytes === 0 || this.#failed) return Promise.resolve();
-    return new Promise((resolve) => this.#idle.push(resolve));
+    return new Promise((resolve) => (this.#idle ??= []).push(resolve));
   }
 
-  // Callbacks made once per outbox: the write path allocates no closure per write.
-  readonly #flushTask = (): void => {
+  /** Starts writing what was queued in this turn (called by the shared flush). */
+  flush(): void {
     this.#scheduled = false;
     this.#startWrite();
+  }
+
+  // One callback per outbox for both outcomes of a write (a write resolves to a byte count, or
+  // rejects with an error): the write path allocates no closure per write.
+  readonly #onWriteDone = (r: unknown): void => {
+    if (typeof r === "number") this.#written(r);
+    else this.#fail(r);
   };
-  readonly #onWritten = (n: number): void => this.#written(n);
-  readonly #onWriteError = (err: unknown): void => this.#fail(err);
-  #buf: Uint8Array = new Uint8Array(0);
-  #off = 0;
 
   /** Takes everything queued as one buffer and writes it (one write per turn, coalesced). */
   #startWrite(): void {
-    if (this.#writing || this.#failed || this.#pending.length === 0) return;
-    const chunks = this.#pending;
+    const first = this.#first;
+    if (this.#writing || this.#failed || first === undefined) return;
+    const more = this.#more;
     const size = this.#pendingBytes;
-    this.#pending = [];
+    this.#first = this.#more = undefined;
     this.#pendingBytes = 0;
     let buf: Uint8Array;
-    if (chunks.length === 1) buf = chunks[0];
+    if (more === undefined) buf = first;
     else {
       buf = new Uint8Array(size);
-      let off = 0;
-      for (const c of chunks) {
+      buf.set(first, 0);
+      let off = first.length;
+      for (const c of more) {
         buf.set(c, off);
         off += c.length;
       }
@@ -78,7 +111,7 @@ export class Outbox {
     this.#buf = buf;
     this.#off = 0;
     this.#inWriteBytes = size;
-    this.#conn.write(buf).then(this.#onWritten, this.#onWriteError);
+    this.#conn.write(buf).then(this.#onWriteDone, this.#onWriteDone);
   }
 
   #written(n: number): void {
@@ -87,32 +120,32 @@ export class Outbox {
     if (this.#off < buf.length) {
       // conn.write may write only part of the buffer (deno-notes §3).
       this.#inWriteBytes = buf.length - this.#off;
-      this.#conn.write(buf.subarray(this.#off)).then(this.#onWritten, this.#onWriteError);
+      this.#conn.write(buf.subarray(this.#off)).then(this.#onWriteDone, this.#onWriteDone);
       return;
     }
     this.#writing = false;
     this.#inWriteBytes = 0;
     this.#buf = EMPTY;
-    this.onDrain?.(this.#pendingBytes);
-    if (this.#pending.length > 0) this.#startWrite();
+    this.#owner.outboxDrained(this.#pendingBytes);
+    if (this.#first !== undefined) this.#startWrite();
     else this.#wakeIdle();
   }
 
   #fail(err: unknown): void {
     this.#failed = true;
     this.#writing = false;
-    this.#pending = [];
+    this.#first = this.#more = undefined;
     this.#pendingBytes = 0;
     this.#inWriteBytes = 0;
     this.#buf = EMPTY;
-    this.onError?.(err);
+    this.#owner.outboxFailed(err);
     this.#wakeIdle();
   }
 
   #wakeIdle(): void {
-    if (this.#idle.length === 0) return;
     const waiters = this.#idle;
-    this.#idle = [];
+    if (waiters === undefined) return;
+    this.#idle = undefined;
     for (const w of waiters) w();
   }
 }

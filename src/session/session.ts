@@ -99,12 +99,47 @@ export class Session {
   protocolVersion: number;
   /** Session Expiry Interval in seconds (0xFFFFFFFF = never). */
   expirySec: number;
-  readonly subscriptions: Map<string, SubscriptionEntry> = new Map();
+  // The collections are created on first use: an idle or QoS 0 client's session never needs most
+  // of them, and each empty Map or Set costs about 180 bytes per connection.
+  #subscriptions?: Map<string, SubscriptionEntry>;
+  #inflight?: Map<number, InflightEntry>;
+  #queue?: DeliveryQueue;
+  #inboundQos2?: Set<number>;
+
+  /** Subscriptions by the filter as the client sent it. */
+  get subscriptions(): Map<string, SubscriptionEntry> {
+    return this.#subscriptions ??= new Map();
+  }
+
   /** Outgoing in-flight messages by packet id, in send order. */
-  readonly inflight: Map<number, InflightEntry> = new Map();
-  readonly queue: DeliveryQueue = new DeliveryQueue();
+  get inflight(): Map<number, InflightEntry> {
+    return this.#inflight ??= new Map();
+  }
+
+  /** Messages waiting for delivery, oldest first. */
+  get queue(): DeliveryQueue {
+    return this.#queue ??= new DeliveryQueue();
+  }
+
   /** Inbound QoS 2 packet ids that got PUBREC and await PUBREL [MQTT-4.3.3-8]. */
-  readonly inboundQos2: Set<number> = new Set();
+  get inboundQos2(): Set<number> {
+    return this.#inboundQos2 ??= new Set();
+  }
+
+  /** Number of subscriptions, without creating the map. */
+  get subscriptionCount(): number {
+    return this.#subscriptions?.size ?? 0;
+  }
+
+  /** Number of in-flight messages, without creating the map. */
+  get inflightCount(): number {
+    return this.#inflight?.size ?? 0;
+  }
+
+  /** Number of queued messages, without creating the queue. */
+  get queueLength(): number {
+    return this.#queue?.length ?? 0;
+  }
   will?: PendingWill;
   /** Epoch ms at which a delayed Will is due (while disconnected). */
   willDueAt?: number;
