@@ -9,6 +9,7 @@
 import { encodePublish, PacketType, type Properties } from "../codec/mod.ts";
 import { type Message, remainingExpirySec } from "../routing/mod.ts";
 import type { Delivery } from "../session/mod.ts";
+import { transientCopy } from "../util/byte_pool.ts";
 
 /** How one delivery is sent. */
 export interface DeliveryEncoding {
@@ -60,7 +61,8 @@ export function encodeDelivery(d: Delivery, how: DeliveryEncoding): Uint8Array {
       } else (cached.encodedMore ??= new Map()).set(key, bytes);
     }
     if (d.qos === 0) return bytes;
-    const copy = bytes.slice();
+    // Only written to the socket (a resend encodes again): a slab view, not a new ArrayBuffer.
+    const copy = transientCopy(bytes);
     if (dup) copy[0] |= 0x08;
     // The packet id follows the fixed header and the topic string.
     let off = 1;

@@ -7,6 +7,7 @@ import {
 } from "./packet.ts";
 import { binaryFieldSize, propertiesSize, writeProperties } from "./properties.ts";
 import { MAX_VBI, stringFieldSize, vbiSize, Writer } from "./writer.ts";
+import { transientBytes } from "../util/byte_pool.ts";
 
 const PINGREQ_BYTES = new Uint8Array([0xc0, 0x00]);
 const PINGRESP_BYTES = new Uint8Array([0xd0, 0x00]);
@@ -15,6 +16,8 @@ const PINGRESP_BYTES = new Uint8Array([0xd0, 0x00]);
  * Encodes a packet for protocol `version` (3, 4 or 5) into one exactly-sized
  * buffer. Properties are written only for version 5. Invalid input (a string
  * over 65,535 bytes, a packet over the Remaining Length limit) throws RangeError.
+ * A short acknowledgement may be a view into a shared slab (see util/byte_pool.ts):
+ * use its byteOffset and byteLength, not its `.buffer` alone.
  */
 export function encodePacket(packet: Packet, version: number = 5): Uint8Array {
   const v5 = version === 5;
@@ -28,7 +31,8 @@ export function encodePacket(packet: Packet, version: number = 5): Uint8Array {
       const flags = packet.type === PacketType.Pubrel ? 0x02 : 0;
       const code = packet.reasonCode ?? 0;
       if (!v5 || (code === 0 && packet.properties === undefined)) {
-        const out = new Uint8Array(4);
+        // Written straight to a socket: a slab view instead of an ArrayBuffer per acknowledgement.
+        const out = transientBytes(4);
         out[0] = (packet.type << 4) | flags;
         out[1] = 2;
         out[2] = packet.packetId >> 8;

@@ -1,0 +1,42 @@
+/**
+ * Small, short-lived byte arrays carved out of shared slabs.
+ *
+ * Why: every `new Uint8Array(n)` creates an ArrayBuffer with its own backing store, which costs
+ * about 1 µs with its share of garbage collection (malloc, and freeing on V8's worker threads that
+ * sweep array buffers; measured: `slice` of 88 B 1.2 µs, a slab view 0.1 µs). The hot paths make
+ * several such arrays per message: an acknowledgement, a PUBLISH copy with its packet id.
+ *
+ * A view keeps its whole slab alive, so use this only for bytes that are dropped soon (written to
+ * a socket), never for data that is stored (payloads, retained messages, queued messages).
+ *
+ * @module
+ */
+
+const SLAB_SIZE = 16 * 1024;
+/** Larger arrays get their own buffer: they would waste slab space and pin slabs for longer. */
+const MAX_POOLED = 512;
+
+let slab = new Uint8Array(SLAB_SIZE);
+let used = 0;
+
+/**
+ * Returns `n` bytes for transient use (contents unspecified: the caller writes every byte). Small
+ * sizes come from a shared slab; see the module note on what they may be used for.
+ */
+export function transientBytes(n: number): Uint8Array {
+  if (n > MAX_POOLED) return new Uint8Array(n);
+  if (used + n > SLAB_SIZE) {
+    slab = new Uint8Array(SLAB_SIZE);
+    used = 0;
+  }
+  const out = slab.subarray(used, used + n);
+  used += n;
+  return out;
+}
+
+/** A transient copy of `bytes` (see {@link transientBytes}). */
+export function transientCopy(bytes: Uint8Array): Uint8Array {
+  const out = transientBytes(bytes.length);
+  out.set(bytes);
+  return out;
+}
