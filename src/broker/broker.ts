@@ -301,7 +301,8 @@ export class Broker {
     let removed = 0;
     for (const session of this.#sessions.values()) {
       const live = this.#byClientId.get(session.clientId);
-      const info = live?.state === "connected" ? live.info : this.#owners.get(session);
+      // A live connection (connecting or connected) speaks for its session; else its last one.
+      const info = live !== undefined ? live.info : this.#owners.get(session);
       if (info !== undefined) removed += this.#revokeForbidden(session, info);
     }
     return removed;
@@ -415,8 +416,7 @@ export class Broker {
         port: conn.remotePort,
       });
       this.#reading.add(client);
-      // No promise is kept per connection: the loop reports its end (onReadLoopEnded).
-      client.run();
+      client.run(); // reports its end through onReadLoopEnded
     }
   }
 
@@ -482,7 +482,6 @@ export class Broker {
     }
     session.connected = true;
     this.#byClientId.set(clientId, client);
-    this.#owners.set(session, client.info);
     // A resumed session may belong to another identity now, or the rules changed while it was
     // offline: it keeps only the subscriptions this connection may hold.
     if (present) this.#revokeForbidden(session, client.info);
@@ -500,6 +499,8 @@ export class Broker {
     }
     this.#byClientId.delete(client.clientId);
     session.connected = false;
+    // Kept for the offline session only: a live one is checked as its connection.
+    this.#owners.set(session, client.info);
     if (this.logger.infoEnabled) {
       this.logger.info("client disconnected", { clientId: client.clientId, why });
     }

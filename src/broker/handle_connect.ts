@@ -6,6 +6,7 @@
 import {
   type ConnectPacket,
   encodePacket,
+  MAX_PACKET_SIZE_LIMIT,
   PacketType,
   type Properties,
   ReasonCode,
@@ -30,7 +31,7 @@ export async function handleConnect(client: ClientConnection, p: ConnectPacket):
   const props = p.properties ?? {};
   // Known before any refusal, so a refusing CONNACK fits it too [MQTT-3.2.2-19].
   if (client.v5) {
-    client.maxPacketSizeOut = props.maximumPacketSize ?? Number.POSITIVE_INFINITY;
+    client.maxPacketSizeOut = props.maximumPacketSize ?? MAX_PACKET_SIZE_LIMIT;
     client.topicAliasMaxOut = props.topicAliasMaximum ?? 0;
   }
   if (props.authenticationMethod !== undefined) {
@@ -94,7 +95,16 @@ export async function handleConnect(client: ClientConnection, p: ConnectPacket):
   }
   let verdict: number;
   try {
-    verdict = await broker.auth.authenticate({ ...client.info, password: p.password });
+    // Built from the fields, not from client.info: an idle connection never needs that object.
+    verdict = await broker.auth.authenticate({
+      clientId: client.clientId,
+      username: client.username,
+      protocolVersion: client.protocolVersion,
+      remoteAddress: client.conn.remoteAddress,
+      remotePort: client.conn.remotePort,
+      certificate: client.conn.peerIdentity,
+      password: p.password,
+    });
   } catch (err) {
     broker.logger.error("authentication hook failed", { clientId, error: err });
     verdict = ReasonCode.UnspecifiedError;
@@ -119,7 +129,7 @@ export async function handleConnect(client: ClientConnection, p: ConnectPacket):
   }
   if (client.v5) {
     client.sendQuota = Math.min(props.receiveMaximum ?? 65_535, opts.maxInflightOut);
-    client.maxPacketSizeOut = props.maximumPacketSize ?? Number.POSITIVE_INFINITY;
+    client.maxPacketSizeOut = props.maximumPacketSize ?? MAX_PACKET_SIZE_LIMIT;
     client.requestProblemInfo = props.requestProblemInformation !== 0;
   } else {
     client.sendQuota = opts.maxInflightOut;
@@ -135,7 +145,8 @@ export async function handleConnect(client: ClientConnection, p: ConnectPacket):
   // Takeover and session resumption.
   const { session, present } = broker.openSession(client, p.cleanStart, requestedExpiry);
   client.session = session;
-  const { username, remoteAddress, remotePort, certificate } = client.info;
+  const { remoteAddress, remotePort, peerIdentity: certificate } = client.conn;
+  const username = client.username;
   session.will = p.will
     ? {
       will: p.will,
