@@ -100,6 +100,24 @@ function countBy(list: Delivered[]): Map<string, number> {
 }
 
 Deno.test("kill -9 mid-traffic: no acknowledged message lost, no QoS 2 duplicate, retained and subscriptions survive", async () => {
+  await crashRounds([]);
+});
+
+// Kills then often land while the journal rotates or a checkpoint copies into KV and deletes
+// segments: replay must still restore exactly what was acknowledged.
+Deno.test("kill -9 mid-traffic with a checkpoint every 10 ms: nothing acknowledged lost across checkpoints", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "durability-kill9-config-" });
+  try {
+    const config = `${dir}/broker.yaml`;
+    await Deno.writeTextFile(config, "limits:\n  store_checkpoint_interval_ms: 10\n");
+    await crashRounds(["--config", config]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** Publishes under load, SIGKILLs and restarts the broker ROUNDS times, then checks everything. */
+async function crashRounds(extraArgs: string[]): Promise<void> {
   const seed = Number(Deno.env.get("CRASH_SEED") ?? Date.now() % 1_000_000);
   console.log(`CRASH_SEED=${seed}`);
   const rand = prng(seed);
@@ -113,7 +131,7 @@ Deno.test("kill -9 mid-traffic: no acknowledged message lost, no QoS 2 duplicate
   let broker: BrokerProcess | undefined;
   const started = Date.now();
   try {
-    broker = await BrokerProcess.start(path);
+    broker = await BrokerProcess.start(path, { extraArgs });
     for (const s of [online, offline]) {
       assert.equal(await s.connect(broker.port, true), false);
       assert.deepEqual(await s.subscribe("crash/#", 2), [2]);
@@ -123,7 +141,7 @@ Deno.test("kill -9 mid-traffic: no acknowledged message lost, no QoS 2 duplicate
 
     for (let round = 0; round < ROUNDS; round++) {
       if (round > 0) {
-        broker = await BrokerProcess.start(path);
+        broker = await BrokerProcess.start(path, { extraArgs });
         // Acknowledged writes since the last checkpoint exist only in the journal: prove the start
         // replayed it (the durability counts below prove it replayed the right things).
         assert.match(broker.output, /journal replayed into the data store/, broker.output);
@@ -171,7 +189,7 @@ Deno.test("kill -9 mid-traffic: no acknowledged message lost, no QoS 2 duplicate
     }
 
     // Final restart: both sessions come back, then a marker proves the subscriptions still route.
-    broker = await BrokerProcess.start(path);
+    broker = await BrokerProcess.start(path, { extraArgs });
     assert.equal(await online.connect(broker.port, false), true, "online session survived");
     assert.equal(await offline.connect(broker.port, false), true, "offline session survived");
     const marker = await connectMqttJs(broker.port, { clientId: "crash-marker" });
@@ -294,4 +312,4 @@ Deno.test("kill -9 mid-traffic: no acknowledged message lost, no QoS 2 duplicate
     if (broker) await broker[Symbol.asyncDispose]();
     await Deno.remove(dir, { recursive: true });
   }
-});
+}
