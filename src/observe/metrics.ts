@@ -48,14 +48,29 @@ export class Metrics {
   /** Subscriptions refused with 0x97 because the client holds the most allowed. */
   subscriptionQuotaRefused = 0;
 
-  /** Prometheus text exposition of every counter. */
+  /**
+   * Prometheus text exposition (format 0.0.4) of every counter, plus `gauges` (values that go up
+   * and down, such as sessions held). Names are `mqtt_` and the field in snake case.
+   */
   toPrometheus(gauges: Record<string, number> = {}): string {
     let out = "";
-    for (const [key, value] of Object.entries({ ...this, ...gauges })) {
+    const emit = (key: string, value: number, type: "counter" | "gauge") => {
+      const name = metricName(key);
+      out += `# TYPE ${name} ${type}\n${name} ${value}\n`;
+    };
+    for (const [key, value] of Object.entries(this)) {
       if (typeof value !== "number") continue;
-      const name = "mqtt_" + key.replace(/[A-Z]/g, (c) => "_" + c.toLowerCase());
-      out += `${name} ${value}\n`;
+      emit(key, value, GAUGE_FIELDS.has(key) ? "gauge" : "counter");
     }
+    for (const [key, value] of Object.entries(gauges)) emit(key, value, "gauge");
     return out;
   }
+}
+
+/** Fields of {@link Metrics} that are levels, not counts. */
+const GAUGE_FIELDS = new Set(["connectionsCurrent"]);
+
+/** `connectionsAccepted` → `mqtt_connections_accepted`. */
+export function metricName(key: string): string {
+  return "mqtt_" + key.replace(/[A-Z]/g, (c) => "_" + c.toLowerCase());
 }
