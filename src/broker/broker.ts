@@ -119,6 +119,10 @@ export class Broker {
   #assignedCounter = 0;
   #stopping = false;
   #aggregates = new Map<string, Aggregate>();
+  readonly #matchedEntries: SubscriptionEntry[] = [];
+  readonly #matchedGroups: SharedGroup[] = [];
+  /** Whether a publish is routing now (see {@link publish}). */
+  #publishing = false;
   #idleWaiters: (() => void)[] = [];
   /** Connect-rate buckets by source address; full (idle) ones are dropped by the sweep. */
   readonly #connectBuckets = new Map<string, TokenBucket>();
@@ -692,33 +696,88 @@ export class Broker {
    */
   publish(message: Message, now: number): number {
     if (message.retain) this.#retain(message);
-    const aggregates = this.#aggregates;
-    aggregates.clear();
-    const groups: SharedGroup[] = [];
-    this.#tree.match(
-      message.topic,
-      (entry) => {
-        // [MQTT-3.8.3-3] No Local: not back to the publisher.
-        if (entry.noLocal && entry.clientId === message.publisherId) return;
+    // The match arrays and the aggregation map are reused from message to message; a publish made
+    // while delivering (the Will of a connection dropped on the way) gets fresh ones, so it cannot
+    // disturb the outer one's iteration.
+    const nested = this.#publishing;
+    const entries = nested ? [] : this.#matchedEntries;
+    const groups = nested ? [] : this.#matchedGroups;
+    this.#publishing = true;
+    try {
+      this.#tree.collect(message.topic, entries, groups);
+      let count = entries.length === 1
+        ? this.#routeOne(message, entries[0], now)
+        : entries.length > 1
+        ? this.#routeMany(message, entries, nested ? new Map() : this.#aggregates, now)
+        : 0;
+      for (const group of groups) {
+        // One member per group [MQTT-4.8.2-3], round robin, preferring connected members.
+        const entry = group.pick((id) => this.#byClientId.has(id));
+        if (!entry) continue;
+        const session = this.#sessions.get(entry.clientId);
+        if (!session) continue;
+        count++;
         const qos = message.qos < entry.qos ? message.qos : entry.qos;
-        // Live forwards clear RETAIN unless Retain As Published [MQTT-3.3.1-12] [MQTT-3.3.1-13].
-        const retain = entry.retainAsPublished && message.retain;
-        const agg = aggregates.get(entry.clientId);
-        if (agg === undefined) {
-          aggregates.set(entry.clientId, {
-            qos,
-            retain,
-            ids: entry.subscriptionId !== undefined ? [entry.subscriptionId] : undefined,
-          });
-        } else {
-          // Overlapping subscriptions: one copy at the highest QoS with every id [MQTT-3.3.4-2].
-          if (qos > agg.qos) agg.qos = qos;
-          if (retain) agg.retain = true;
-          if (entry.subscriptionId !== undefined) (agg.ids ??= []).push(entry.subscriptionId);
-        }
-      },
-      (group) => groups.push(group),
-    );
+        this.#deliver(session, {
+          message,
+          qos,
+          retain: entry.retainAsPublished && message.retain,
+          subscriptionIds: entry.subscriptionId !== undefined ? [entry.subscriptionId] : undefined,
+          shareKey: entry.rawFilter,
+        }, now);
+      }
+      return count;
+    } finally {
+      entries.length = 0;
+      groups.length = 0;
+      this.#publishing = nested;
+    }
+  }
+
+  /** Routes to the only matching (non-shared) subscription: nothing to aggregate. */
+  #routeOne(message: Message, entry: SubscriptionEntry, now: number): number {
+    // [MQTT-3.8.3-3] No Local: not back to the publisher.
+    if (entry.noLocal && entry.clientId === message.publisherId) return 0;
+    const session = this.#sessions.get(entry.clientId);
+    if (!session) return 0;
+    this.#deliver(session, {
+      message,
+      qos: message.qos < entry.qos ? message.qos : entry.qos,
+      // Live forwards clear RETAIN unless Retain As Published [MQTT-3.3.1-12] [MQTT-3.3.1-13].
+      retain: entry.retainAsPublished && message.retain,
+      subscriptionIds: entry.subscriptionId !== undefined ? [entry.subscriptionId] : undefined,
+    }, now);
+    return 1;
+  }
+
+  /** Routes to several matching subscriptions: one copy per session. */
+  #routeMany(
+    message: Message,
+    entries: SubscriptionEntry[],
+    aggregates: Map<string, Aggregate>,
+    now: number,
+  ): number {
+    aggregates.clear();
+    for (const entry of entries) {
+      // [MQTT-3.8.3-3] No Local: not back to the publisher.
+      if (entry.noLocal && entry.clientId === message.publisherId) continue;
+      const qos = message.qos < entry.qos ? message.qos : entry.qos;
+      // Live forwards clear RETAIN unless Retain As Published [MQTT-3.3.1-12] [MQTT-3.3.1-13].
+      const retain = entry.retainAsPublished && message.retain;
+      const agg = aggregates.get(entry.clientId);
+      if (agg === undefined) {
+        aggregates.set(entry.clientId, {
+          qos,
+          retain,
+          ids: entry.subscriptionId !== undefined ? [entry.subscriptionId] : undefined,
+        });
+      } else {
+        // Overlapping subscriptions: one copy at the highest QoS with every id [MQTT-3.3.4-2].
+        if (qos > agg.qos) agg.qos = qos;
+        if (retain) agg.retain = true;
+        if (entry.subscriptionId !== undefined) (agg.ids ??= []).push(entry.subscriptionId);
+      }
+    }
     let count = 0;
     for (const [clientId, agg] of aggregates) {
       const session = this.#sessions.get(clientId);
@@ -729,22 +788,6 @@ export class Broker {
         qos: agg.qos,
         retain: agg.retain,
         subscriptionIds: agg.ids,
-      }, now);
-    }
-    for (const group of groups) {
-      // One member per group [MQTT-4.8.2-3], round robin, preferring connected members.
-      const entry = group.pick((id) => this.#byClientId.has(id));
-      if (!entry) continue;
-      const session = this.#sessions.get(entry.clientId);
-      if (!session) continue;
-      count++;
-      const qos = message.qos < entry.qos ? message.qos : entry.qos;
-      this.#deliver(session, {
-        message,
-        qos,
-        retain: entry.retainAsPublished && message.retain,
-        subscriptionIds: entry.subscriptionId !== undefined ? [entry.subscriptionId] : undefined,
-        shareKey: entry.rawFilter,
       }, now);
     }
     return count;

@@ -170,3 +170,27 @@ Deno.test("SharedGroup.pick() goes round robin over members, skipping unavailabl
   assert.deepEqual(fallback, ["a", "b", "c"], "still one member each, round robin");
   assert.equal(new SharedGroup().pick(all), undefined);
 });
+
+Deno.test("SubscriptionTree keeps siblings apart when their levels share a hash (100,000 levels under one parent)", () => {
+  // Children are found by a 30-bit hash of their level; with 100,000 levels some hashes collide,
+  // so this exercises the chains for add, match and remove.
+  const tree = new SubscriptionTree();
+  const n = 100_000;
+  for (let i = 0; i < n; i++) add(tree, `c${i}`, `dev/${i.toString(36)}/+`);
+  assert.equal(tree.size, n);
+  for (let i = 0; i < n; i += 7) {
+    assert.deepEqual(matches(tree, `dev/${i.toString(36)}/x`), [`c${i} dev/${i.toString(36)}/+`]);
+  }
+  for (let i = 0; i < n; i += 2) {
+    assert.equal(tree.remove(`dev/${i.toString(36)}/+`, `c${i}`), true);
+  }
+  assert.equal(tree.size, n / 2);
+  for (let i = 0; i < n; i += 3) {
+    const level = i.toString(36);
+    assert.deepEqual(
+      matches(tree, `dev/${level}/x`),
+      i % 2 === 0 ? [] : [`c${i} dev/${level}/+`],
+    );
+  }
+  assert.deepEqual(matches(tree, "dev/unknown/x"), []);
+});
