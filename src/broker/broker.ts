@@ -29,6 +29,7 @@ import {
 } from "../session/mod.ts";
 import { parseTopicFilter, type TopicLimits } from "../topic/mod.ts";
 import { ClientConnection } from "./client.ts";
+import { keepMessage } from "./delivery_encoding.ts";
 import type { BrokerOptions, ListenerOptions } from "./options.ts";
 import { TokenBucket } from "../util/token_bucket.ts";
 
@@ -794,6 +795,7 @@ export class Broker {
   }
 
   #retain(message: Message): void {
+    keepMessage(message); // stored: nothing of it in a pooled slab
     const result = this.retained.set(message);
     if (result === "refused") {
       this.metrics.retainedRefused++;
@@ -836,6 +838,7 @@ export class Broker {
       }
       return;
     }
+    keepMessage(d.message); // stored: nothing of it in a pooled slab
     session.queue.push(d);
     if (session.expirySec > 0) this.store.enqueue(session.clientId, d);
   }

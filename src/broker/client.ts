@@ -12,16 +12,29 @@ import {
 import type { ByteConn, OutboxOwner } from "../connection/mod.ts";
 import { Outbox } from "../connection/mod.ts";
 import { isExpired } from "../routing/mod.ts";
+import { transientBytes } from "../util/byte_pool.ts";
 import type { Delivery, InflightEntry, Session } from "../session/mod.ts";
 import type { ClientInfo } from "../auth/mod.ts";
 import type { Broker } from "./broker.ts";
-import { encodeDelivery } from "./delivery_encoding.ts";
+import { encodeDelivery, keepMessage } from "./delivery_encoding.ts";
 import { handleSubscribe, handleUnsubscribe } from "./handle_subscribe.ts";
 import { handleConnect } from "./handle_connect.ts";
 import { handleAuth, handleDisconnect } from "./handle_disconnect.ts";
 import { handlePublish, handlePubrel, type InboundState } from "./handle_publish.ts";
 
 const EMPTY = new Uint8Array(0);
+
+/**
+ * Copies a PUBLISH payload into a pooled slab (util/byte_pool.ts) instead of an ArrayBuffer of its
+ * own: a new ArrayBuffer costs about 1 µs in Deno, a slab view a tenth of that. Most messages are
+ * only passed on; one that is stored gets its own buffer first (keepMessage, at every place a
+ * message is kept: retained store, session queue, in flight).
+ */
+function pooledPayload(buf: Uint8Array, start: number, end: number): Uint8Array {
+  const out = transientBytes(end - start);
+  out.set(buf.subarray(start, end));
+  return out;
+}
 
 /** How long a closing connection drains the peer's bytes after our DISCONNECT before it closes. */
 const CLOSE_DRAIN_MS = 2_000;
@@ -81,6 +94,7 @@ export class ClientConnection implements OutboxOwner {
     this.decoder = new PacketDecoder({
       side: "server",
       maxPacketSize: broker.options.maxPacketSize,
+      copyPayload: pooledPayload,
     });
     this.outbox = new Outbox(conn, this);
   }
@@ -531,6 +545,7 @@ export class ClientConnection implements OutboxOwner {
       this.broker.enqueue(session, d);
       return;
     }
+    keepMessage(d.message); // stored until acknowledged: nothing of it in a pooled slab
     const entry: InflightEntry = { ...d, packetId, state: "publish", sentAt: now };
     session.inflight.set(packetId, entry);
     this.broker.persistInflight(session, entry);

@@ -7,7 +7,7 @@
  * @module
  */
 import { encodePublish, PacketType, type Properties } from "../codec/mod.ts";
-import { type Message, remainingExpirySec } from "../routing/mod.ts";
+import { type Message, ownPayload, remainingExpirySec } from "../routing/mod.ts";
 import type { Delivery } from "../session/mod.ts";
 import { transientCopy } from "../util/byte_pool.ts";
 
@@ -32,6 +32,25 @@ type MessageWithCache = Message & {
   encodedMore?: Map<number, Uint8Array>;
 };
 
+/**
+ * Prepares a message to be stored (retained, queued, in flight): its payload gets a buffer of its
+ * own, and shared encodings that live in a pooled slab are dropped, since a stored message would
+ * keep their slab alive. Later deliveries encode it again, into buffers of their own.
+ */
+export function keepMessage(m: Message): void {
+  if (!isPooled(m.payload)) return;
+  ownPayload(m);
+  const cached = m as MessageWithCache;
+  cached.encodedKey = undefined;
+  cached.encodedBytes = undefined;
+  cached.encodedMore = undefined;
+}
+
+/** Whether `bytes` is a view into a larger buffer, such as a pooled slab. */
+function isPooled(bytes: Uint8Array): boolean {
+  return bytes.byteLength !== bytes.buffer.byteLength;
+}
+
 /** Encodes a PUBLISH carrying delivery `d` for one client. */
 export function encodeDelivery(d: Delivery, how: DeliveryEncoding): Uint8Array {
   const m = d.message;
@@ -54,7 +73,9 @@ export function encodeDelivery(d: Delivery, how: DeliveryEncoding): Uint8Array {
         dup: false,
         packetId: d.qos > 0 ? 1 : undefined,
         properties: v5 ? m.properties : undefined,
-      }, v5);
+        // A message whose payload is pooled is only passed on (keepMessage runs before one is
+        // stored): its shared encoding may be pooled too, instead of an ArrayBuffer of its own.
+      }, v5, isPooled(m.payload));
       if (cached.encodedBytes === undefined) {
         cached.encodedKey = key;
         cached.encodedBytes = bytes;
@@ -86,5 +107,5 @@ export function encodeDelivery(d: Delivery, how: DeliveryEncoding): Uint8Array {
     dup,
     packetId: d.qos > 0 ? packetId : undefined,
     properties,
-  }, true);
+  }, true, true); // written to this client only, never kept: pooled
 }

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { PacketDecoder, type PublishPacket } from "../codec/mod.ts";
 import type { Message } from "../routing/mod.ts";
-import { encodeDelivery } from "./delivery_encoding.ts";
+import { encodeDelivery, keepMessage } from "./delivery_encoding.ts";
+import { transientCopy } from "../util/byte_pool.ts";
 
 function decode(bytes: Uint8Array, version = 5): PublishPacket {
   const d = new PacketDecoder({ side: "client", protocolVersion: version });
@@ -70,4 +71,30 @@ Deno.test("encodeDelivery sends no properties to a 3.1.1 client", () => {
   assert.equal(p.topic, "plant/line-1/temp");
   assert.equal(p.packetId, 5);
   assert.equal(p.properties, undefined);
+});
+
+Deno.test("keepMessage gives a message read into a pooled slab buffers of its own before it is stored", () => {
+  const m = message();
+  const original = m.payload;
+  m.payload = transientCopy(original); // as the broker reads PUBLISH payloads
+  assert.notEqual(m.payload.byteLength, m.payload.buffer.byteLength, "a view into a slab");
+  const q0 = { message: m, qos: 0 as const, retain: false };
+  const how = { v5: true, packetId: 0, dup: false, now: 0 };
+  const pooled = encodeDelivery(q0, how);
+  assert.notEqual(pooled.byteLength, pooled.buffer.byteLength, "its shared encoding is pooled too");
+  keepMessage(m);
+  assert.equal(m.payload.byteLength, m.payload.buffer.byteLength, "payload in its own buffer");
+  assert.deepEqual(m.payload, original);
+  const kept = encodeDelivery(q0, how);
+  assert.notEqual(kept, pooled, "the pooled encoding is not reused");
+  assert.equal(
+    kept.byteLength,
+    kept.buffer.byteLength,
+    "a kept message encodes into its own buffer",
+  );
+  assert.deepEqual(kept, pooled);
+  assert.equal(encodeDelivery(q0, how), kept, "and shares that encoding again");
+  const payload = m.payload;
+  keepMessage(m);
+  assert.equal(m.payload, payload, "a message already kept is left alone");
 });

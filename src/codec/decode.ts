@@ -55,9 +55,13 @@ export function checkFixedHeader(first: number, version: number, side: DecodeSid
   }
 }
 
+/** Copies `buf[start, end)` into storage the caller owns (see `DecoderOptions.copyPayload`). */
+export type CopyPayload = (buf: Uint8Array, start: number, end: number) => Uint8Array;
+
 /**
  * Decodes one packet body (after the fixed header). The whole body is in
- * `buf[start, end)`; anything left over or missing is malformed.
+ * `buf[start, end)`; anything left over or missing is malformed. A PUBLISH
+ * payload is copied with `copyPayload` when given, else into a new buffer.
  */
 export function decodeBody(
   first: number,
@@ -66,6 +70,7 @@ export function decodeBody(
   end: number,
   version: number,
   side: DecodeSide,
+  copyPayload?: CopyPayload,
 ): Packet {
   const type = first >> 4;
   const r = new Reader(buf, start, end);
@@ -91,7 +96,7 @@ export function decodeBody(
       break;
     }
     case PacketType.Publish:
-      packet = decodePublish(first, r, v5, side);
+      packet = decodePublish(first, r, v5, side, copyPayload);
       break;
     case PacketType.Puback:
     case PacketType.Pubrec:
@@ -249,7 +254,13 @@ function decodeConnect(r: Reader): ConnectPacket {
   return packet;
 }
 
-function decodePublish(first: number, r: Reader, v5: boolean, side: DecodeSide): Packet {
+function decodePublish(
+  first: number,
+  r: Reader,
+  v5: boolean,
+  side: DecodeSide,
+  copyPayload: CopyPayload | undefined,
+): Packet {
   const qos = ((first >> 1) & 0x03) as QoS;
   const dup = (first & 0x08) !== 0;
   // [MQTT-3.3.1-2] DUP must be 0 for QoS 0.
@@ -261,7 +272,7 @@ function decodePublish(first: number, r: Reader, v5: boolean, side: DecodeSide):
     // [MQTT-3.3.4-6]
     throw protocolError("Cannot accept PUBLISH with a Subscription Identifier from a client");
   }
-  const payload = r.rest();
+  const payload = copyPayload === undefined ? r.rest() : r.restWith(copyPayload);
   const packet: Packet = {
     type: PacketType.Publish,
     topic,

@@ -1,4 +1,4 @@
-import { checkFixedHeader, decodeBody, type DecodeSide } from "./decode.ts";
+import { checkFixedHeader, type CopyPayload, decodeBody, type DecodeSide } from "./decode.ts";
 import { malformed, MqttError } from "./errors.ts";
 import { type Packet, PacketType } from "./packet.ts";
 import { ReasonCode } from "./reason_code.ts";
@@ -25,6 +25,11 @@ export interface DecoderOptions {
   side?: DecodeSide;
   /** Protocol level to decode with until a CONNECT sets it (default 5). */
   protocolVersion?: number;
+  /**
+   * Copies a PUBLISH payload out of the read buffer, `buf[start, end)`. By default each payload
+   * gets an ArrayBuffer of its own; a broker may pool them (and copy again before it stores one).
+   */
+  copyPayload?: CopyPayload;
 }
 
 /**
@@ -42,6 +47,7 @@ export class PacketDecoder {
   protocolVersion: number;
   readonly maxPacketSize: number;
   readonly side: DecodeSide;
+  readonly #copyPayload?: CopyPayload;
   #buf: Uint8Array = EMPTY;
   #pos = 0;
   #end = 0;
@@ -55,6 +61,7 @@ export class PacketDecoder {
     );
     this.side = options.side ?? "any";
     this.protocolVersion = options.protocolVersion ?? 5;
+    this.#copyPayload = options.copyPayload;
   }
 
   /** Bytes held that are not yet a whole packet. */
@@ -143,6 +150,7 @@ export class PacketDecoder {
       pos + total,
       this.protocolVersion,
       this.side,
+      this.#copyPayload,
     );
     this.#pos = pos + total;
     if (this.#pos === this.#end) this.#release();

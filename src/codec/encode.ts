@@ -110,26 +110,35 @@ export function encodePacket(packet: Packet, version: number = 5): Uint8Array {
   throw new TypeError(`Cannot encode packet of type ${(packet as { type: unknown }).type}`);
 }
 
-function start(type: number, flags: number, remainingLength: number): Writer {
+function start(type: number, flags: number, remainingLength: number, transient = false): Writer {
   if (remainingLength > MAX_VBI) {
     throw new RangeError(
       `Cannot encode packet: remaining length ${remainingLength} above ${MAX_VBI}`,
     );
   }
-  const w = new Writer(new Uint8Array(1 + vbiSize(remainingLength) + remainingLength));
+  const size = 1 + vbiSize(remainingLength) + remainingLength;
+  const w = new Writer(transient ? transientBytes(size) : new Uint8Array(size));
   w.u8((type << 4) | flags);
   w.vbi(remainingLength);
   return w;
 }
 
-/** Encodes a PUBLISH. Exposed for the routing hot path, which encodes once per distinct variant. */
-export function encodePublish(packet: PublishPacket, v5: boolean): Uint8Array {
+/**
+ * Encodes a PUBLISH. Exposed for the routing hot path, which encodes once per distinct variant.
+ * `transient` bytes may be a view into a shared slab (util/byte_pool.ts): for bytes that are
+ * written to a socket and dropped, never for bytes that are kept.
+ */
+export function encodePublish(
+  packet: PublishPacket,
+  v5: boolean,
+  transient = false,
+): Uint8Array {
   const qos = packet.qos;
   const propSize = v5 ? propertiesSize(packet.properties) : 0;
   const rl = stringFieldSize(packet.topic) + (qos > 0 ? 2 : 0) +
     (v5 ? vbiSize(propSize) + propSize : 0) + packet.payload.length;
   const flags = (packet.dup ? 0x08 : 0) | (qos << 1) | (packet.retain ? 1 : 0);
-  const w = start(PacketType.Publish, flags, rl);
+  const w = start(PacketType.Publish, flags, rl, transient);
   w.utf8(packet.topic);
   if (qos > 0) {
     if (!packet.packetId) {

@@ -15,6 +15,6 @@ export {
   MAX_PACKET_SIZE_LIMIT,
   PacketDecoder,
 } from "./decoder.ts";
-export type { DecodeSide } from "./decode.ts";
+export type { CopyPayload, DecodeSide } from "./decode.ts";
 export { PROPERTY_TABLE } from "./properties.ts";
 export { MAX_VBI, utf8Length } from "./writer.ts";

@@ -88,6 +88,13 @@ export class Reader {
     this.pos = this.end;
     return out;
   }
+
+  /** The rest of the packet, copied by `copy(buf, start, end)`. */
+  restWith(copy: (buf: Uint8Array, start: number, end: number) => Uint8Array): Uint8Array {
+    const out = copy(this.buf, this.pos, this.end);
+    this.pos = this.end;
+    return out;
+  }
 }
 
 /**

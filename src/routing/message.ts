@@ -53,6 +53,17 @@ export function forwardableProperties(p: Properties | undefined): Properties | u
   return any ? out : undefined;
 }
 
+/**
+ * Gives the message a payload buffer of its own when its payload is a view into a larger buffer.
+ * Called before a message is stored (retained, queued, in flight): payloads read from clients are
+ * copied into shared pooled slabs, which is cheap for a message that is only passed on, but a stored
+ * view would keep its whole slab alive.
+ */
+export function ownPayload(message: Message): void {
+  const p = message.payload;
+  if (p.byteLength !== p.buffer.byteLength) message.payload = p.slice();
+}
+
 /** Seconds of life left at `now`, rounded up; undefined when the message never expires. */
 export function remainingExpirySec(message: Message, now: number): number | undefined {
   if (message.expiresAt === undefined) return undefined;

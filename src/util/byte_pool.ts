@@ -7,7 +7,9 @@
  * several such arrays per message: an acknowledgement, a PUBLISH copy with its packet id.
  *
  * A view keeps its whole slab alive, so use this only for bytes that are dropped soon (written to
- * a socket), never for data that is stored (payloads, retained messages, queued messages).
+ * a socket), never for data that is stored (payloads, retained messages, queued messages). The
+ * broker reads PUBLISH payloads into it because every place that keeps a message first gives it
+ * buffers of its own (`keepMessage` in broker/delivery_encoding.ts).
  *
  * @module
  */
