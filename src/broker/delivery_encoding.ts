@@ -64,18 +64,23 @@ export function encodeDelivery(d: Delivery, how: DeliveryEncoding): Uint8Array {
     // Most messages need one variant: keep it in two fields; a map only for further variants.
     let bytes = cached.encodedKey === key ? cached.encodedBytes : cached.encodedMore?.get(key);
     if (bytes === undefined) {
-      bytes = encodePublish({
-        type: PacketType.Publish,
-        topic: m.topic,
-        payload: m.payload,
-        qos: d.qos,
-        retain: d.retain,
-        dup: false,
-        packetId: d.qos > 0 ? 1 : undefined,
-        properties: v5 ? m.properties : undefined,
-        // A message whose payload is pooled is only passed on (keepMessage runs before one is
-        // stored): its shared encoding may be pooled too, instead of an ArrayBuffer of its own.
-      }, v5, isPooled(m.payload));
+      // A message whose payload is pooled is only passed on (keepMessage runs before one is
+      // stored): its shared encoding may be pooled too, instead of an ArrayBuffer of its own.
+      const pooled = isPooled(m.payload);
+      bytes = encodePublish(
+        {
+          type: PacketType.Publish,
+          topic: m.topic,
+          payload: m.payload,
+          qos: d.qos,
+          retain: d.retain,
+          dup: false,
+          packetId: d.qos > 0 ? 1 : undefined,
+          properties: v5 ? m.properties : undefined,
+        },
+        v5,
+        pooled,
+      );
       if (cached.encodedBytes === undefined) {
         cached.encodedKey = key;
         cached.encodedBytes = bytes;
@@ -98,14 +103,19 @@ export function encodeDelivery(d: Delivery, how: DeliveryEncoding): Uint8Array {
   if (expirySec !== undefined) properties.messageExpiryInterval = expirySec; // [MQTT-3.3.2-6]
   if (d.subscriptionIds !== undefined) properties.subscriptionIdentifiers = d.subscriptionIds;
   if (alias !== undefined) properties.topicAlias = alias.alias;
-  return encodePublish({
-    type: PacketType.Publish,
-    topic: alias?.omitTopic ? "" : m.topic,
-    payload: m.payload,
-    qos: d.qos,
-    retain: d.retain,
-    dup,
-    packetId: d.qos > 0 ? packetId : undefined,
-    properties,
-  }, true, true); // written to this client only, never kept: pooled
+  // Written to this client only and never kept: pooled (the last argument).
+  return encodePublish(
+    {
+      type: PacketType.Publish,
+      topic: alias?.omitTopic ? "" : m.topic,
+      payload: m.payload,
+      qos: d.qos,
+      retain: d.retain,
+      dup,
+      packetId: d.qos > 0 ? packetId : undefined,
+      properties,
+    },
+    true,
+    true,
+  );
 }
