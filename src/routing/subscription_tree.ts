@@ -90,15 +90,18 @@ class Node {
     return this.exact(level, 0, level.length);
   }
 
-  /** The child for a filter level, created when missing. */
-  childOrNew(level: string): Node {
-    if (level === "+") return this.plus ??= new Node(level);
-    if (level === "#") return this.hash ??= new Node(level);
-    const found = this.exact(level, 0, level.length);
+  /** The child for the filter level `s[start, end)`, created when missing. */
+  childOrNew(s: string, start: number, end: number): Node {
+    if (end - start === 1) {
+      const c = s.charCodeAt(start);
+      if (c === 0x2b) return this.plus ??= new Node("+");
+      if (c === 0x23) return this.hash ??= new Node("#");
+    }
+    const found = this.exact(s, start, end);
     if (found !== undefined) return found;
-    const child = new Node(level);
+    const child = new Node(s.slice(start, end));
     const children = this.children ??= new Map();
-    const h = levelHash(level, 0, level.length);
+    const h = levelHash(s, start, end);
     child.next = children.get(h);
     children.set(h, child);
     this.childCount++;
@@ -147,7 +150,13 @@ export class SubscriptionTree {
   /** Adds or replaces `entry` under `filter` (without the share prefix). Returns true if it replaced one. */
   add(filter: string, entry: SubscriptionEntry): boolean {
     let node = this.#root;
-    for (const level of filter.split("/")) node = node.childOrNew(level);
+    for (let start = 0;;) {
+      let end = filter.indexOf("/", start);
+      if (end < 0) end = filter.length;
+      node = node.childOrNew(filter, start, end);
+      if (end === filter.length) break;
+      start = end + 1;
+    }
     let existed: boolean;
     if (entry.shareGroup !== undefined) {
       node.shared ??= new Map();

@@ -64,21 +64,31 @@ export function parseTopicFilter(
     filter = raw.slice(slash + 1);
     if (filter.length === 0) return "shared subscription has an empty filter";
   }
-  const levels = filter.split("/");
-  if (levels.length > limits.maxLevels) {
+  // Levels are checked in place, without `split` (a runtime call and a string per level): every
+  // SUBSCRIBE and every session restore parses its filters.
+  let count = 1;
+  for (let i = filter.indexOf("/"); i >= 0; i = filter.indexOf("/", i + 1)) count++;
+  if (count > limits.maxLevels) {
     return `topic filter has more than ${limits.maxLevels} levels`;
   }
   let hasWildcard = false;
-  for (let i = 0; i < levels.length; i++) {
-    const level = levels[i];
-    if (level === "#") {
-      if (i !== levels.length - 1) return "'#' is not the last level";
+  let start = 0;
+  for (let level = 0; level < count; level++) {
+    let end = filter.indexOf("/", start);
+    if (end < 0) end = filter.length;
+    const first = filter.charCodeAt(start);
+    if (end - start === 1 && first === 0x23) { // "#"
+      if (level !== count - 1) return "'#' is not the last level";
       hasWildcard = true;
-    } else if (level === "+") {
+    } else if (end - start === 1 && first === 0x2b) { // "+"
       hasWildcard = true;
-    } else if (level.includes("#") || level.includes("+")) {
-      return "a wildcard does not occupy a whole level";
+    } else {
+      for (let i = start; i < end; i++) {
+        const c = filter.charCodeAt(i);
+        if (c === 0x23 || c === 0x2b) return "a wildcard does not occupy a whole level";
+      }
     }
+    start = end + 1;
   }
   return shareGroup === undefined ? { filter, hasWildcard } : { filter, shareGroup, hasWildcard };
 }
