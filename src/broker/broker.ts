@@ -10,6 +10,9 @@ import {
 } from "../auth/mod.ts";
 import { type Logger, silentLogger } from "../observe/log.ts";
 import { Metrics } from "../observe/metrics.ts";
+import { MetricsServer } from "../observe/metrics_server.ts";
+import { SysTopics } from "./sys_topics.ts";
+import denoJson from "../../deno.json" with { type: "json" };
 import {
   forwardableProperties,
   isExpired,
@@ -116,6 +119,8 @@ export class Broker {
   readonly #acceptLoops: Promise<void>[] = [];
   readonly #sweepIntervalMs: number;
   #sweepTimer?: ReturnType<typeof setInterval>;
+  #sysTimer?: ReturnType<typeof setInterval>;
+  #metricsServer?: MetricsServer;
   #nextMessageId = 1;
   #assignedCounter = 0;
   #stopping = false;
@@ -223,6 +228,26 @@ export class Broker {
       await this.store.close();
       throw err;
     }
+    if (this.options.metricsPort > 0) {
+      try {
+        this.#metricsServer = MetricsServer.open({
+          host: this.options.metricsHost,
+          port: this.options.metricsPort,
+          render: () => this.metrics.toPrometheus(this.gauges()),
+          logger: this.logger,
+        });
+      } catch (err) {
+        await this.stop();
+        throw new Error(
+          `Cannot open the metrics endpoint ${this.options.metricsHost}:${this.options.metricsPort}: ${
+            (err as Error).message
+          }`,
+        );
+      }
+      this.logger.info("metrics endpoint", {
+        url: `http://${this.options.metricsHost}:${this.#metricsServer.port}/metrics`,
+      });
+    }
     this.#sweepTimer = setInterval(() => {
       // A throw here would be uncaught and end the process: log it and sweep again next time.
       try {
@@ -231,6 +256,56 @@ export class Broker {
         this.logger.error("housekeeping failed", { error: err });
       }
     }, this.#sweepIntervalMs);
+    if (this.options.sysIntervalSec > 0) {
+      const sys = new SysTopics(`${denoJson.name} ${denoJson.version}`, Date.now());
+      const refresh = () => {
+        try {
+          this.#publishSys(sys);
+        } catch (err) {
+          this.logger.error("$SYS refresh failed", { error: err });
+        }
+      };
+      refresh();
+      this.#sysTimer = setInterval(refresh, this.options.sysIntervalSec * 1000);
+    }
+  }
+
+  /** Port of the metrics endpoint, once started with one (0 otherwise). */
+  get metricsPort(): number {
+    return this.#metricsServer?.port ?? 0;
+  }
+
+  /** Levels reported beside the counters (metrics endpoint and `$SYS`). */
+  gauges():
+    & { sessions: number; retainedMessages: number; subscriptions: number }
+    & Record<
+      string,
+      number
+    > {
+    const gauges = {
+      sessions: this.#sessions.size,
+      retainedMessages: this.retained.size,
+      subscriptions: this.#tree.size,
+    };
+    const uncheckpointed = (this.store as { uncheckpointed?: number }).uncheckpointed;
+    return uncheckpointed === undefined
+      ? gauges
+      : { ...gauges, storeUncheckpointedWrites: uncheckpointed };
+  }
+
+  /** Publishes the `$SYS` values that changed, retained, at QoS 0 (never written to the store). */
+  #publishSys(sys: SysTopics): void {
+    const now = Date.now();
+    const encoder = new TextEncoder();
+    for (const [topic, value] of sys.changed(this.metrics, this.gauges(), now)) {
+      this.publish({
+        topic,
+        payload: encoder.encode(value),
+        qos: 0,
+        retain: true,
+        id: this.nextMessageId(),
+      }, now);
+    }
   }
 
   /**
@@ -267,6 +342,10 @@ export class Broker {
     await Promise.all(this.#listeners.map((l) => l.release?.()));
     clearInterval(this.#sweepTimer);
     this.#sweepTimer = undefined;
+    clearInterval(this.#sysTimer);
+    this.#sysTimer = undefined;
+    await this.#metricsServer?.close();
+    this.#metricsServer = undefined;
     if (this.store.dirty) await this.store.flush().catch(() => {});
     await this.store.close();
     const stats = (this.store as { stats?: Record<string, number> }).stats;
@@ -802,6 +881,8 @@ export class Broker {
       this.logger.warn("retained message refused: store full", { topic: message.topic });
       return;
     }
+    // $SYS values are the broker's own and rebuilt at start: not worth a disk write each.
+    if (message.topic.startsWith("$SYS/")) return;
     if (result === "stored") this.store.saveRetained(message);
     else this.store.deleteRetained(message.topic);
   }

@@ -130,6 +130,12 @@ export interface BrokerOptions {
   passwordIterations: number;
   /** A verified client certificate's Common Name becomes the user name (and authenticates). */
   useCertificateCnAsUsername: boolean;
+  /** Port of the HTTP metrics endpoint (`/metrics`, `/healthz`); 0 = no endpoint. */
+  metricsPort: number;
+  /** Address the metrics endpoint listens on. */
+  metricsHost: string;
+  /** How often `$SYS/broker/...` retained messages are refreshed, in seconds; 0 = none. */
+  sysIntervalSec: number;
 }
 
 /** Built-in defaults: localhost only, anonymous clients only from loopback addresses. */
@@ -175,6 +181,9 @@ export const DEFAULT_OPTIONS: Readonly<BrokerOptions> = Object.freeze({
   passwordAlgorithm: "pbkdf2-sha512",
   passwordIterations: DEFAULT_PBKDF2_ITERATIONS,
   useCertificateCnAsUsername: false,
+  metricsPort: 0,
+  metricsHost: "127.0.0.1",
+  sysIntervalSec: 0,
 }) as Readonly<BrokerOptions>;
 
 /** Returns full options: the defaults overlaid with what the caller gave. */

@@ -66,6 +66,9 @@ export const TOP_LEVEL_KEYS: readonly ConfigKey[] = [
     rule: int(MIN_PASSWORD_ITERATIONS, MAX_PBKDF2_ITERATIONS),
   },
   { key: "use_certificate_cn_as_username", field: "useCertificateCnAsUsername", rule: BOOL },
+  { key: "metrics_port", field: "metricsPort", rule: int(0, 65_535) },
+  { key: "metrics_host", field: "metricsHost", rule: { kind: "string" } },
+  { key: "sys_interval_sec", field: "sysIntervalSec", rule: int(0, 86_400) },
 ];
 
 /** Keys of the `limits:` mapping. */
