@@ -31,8 +31,11 @@ const EMPTY = new Uint8Array(0);
  * message is kept: retained store, session queue, in flight).
  */
 function pooledPayload(buf: Uint8Array, start: number, end: number): Uint8Array {
-  const out = transientBytes(end - start);
-  out.set(buf.subarray(start, end));
+  const n = end - start;
+  const out = transientBytes(n);
+  // A small payload is copied byte by byte: `set` needs a subarray, itself a ~100-byte allocation.
+  if (n <= 128) { for (let i = 0; i < n; i++) out[i] = buf[start + i]; }
+  else out.set(buf.subarray(start, end));
   return out;
 }
 
