@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { encodePublish, PacketType, type Properties } from "../codec/mod.ts";
+import { encodePublish, PacketType, type Properties, type PublishPacket } from "../codec/mod.ts";
 import { type Message, ownPayload, remainingExpirySec } from "../routing/mod.ts";
 import type { Delivery } from "../session/mod.ts";
 import { transientCopy } from "../util/byte_pool.ts";
@@ -24,6 +24,23 @@ export interface DeliveryEncoding {
   /** Topic alias towards this client; `omitTopic` once the client knows the alias. */
   alias?: { alias: number; omitTopic: boolean };
 }
+
+const EMPTY_PAYLOAD = new Uint8Array(0);
+
+/**
+ * The packet handed to encodePublish for a shared encoding, reused: encodePublish keeps nothing
+ * of it, and routing one message to one subscriber allocated it every time.
+ */
+const sharedPacket: PublishPacket = {
+  type: PacketType.Publish,
+  topic: "",
+  payload: EMPTY_PAYLOAD,
+  qos: 0,
+  retain: false,
+  dup: false,
+  packetId: undefined,
+  properties: undefined,
+};
 
 /** A message with its shared encodings. */
 type MessageWithCache = Message & {
@@ -67,20 +84,19 @@ export function encodeDelivery(d: Delivery, how: DeliveryEncoding): Uint8Array {
       // A message whose payload is pooled is only passed on (keepMessage runs before one is
       // stored): its shared encoding may be pooled too, instead of an ArrayBuffer of its own.
       const pooled = isPooled(m.payload);
-      bytes = encodePublish(
-        {
-          type: PacketType.Publish,
-          topic: m.topic,
-          payload: m.payload,
-          qos: d.qos,
-          retain: d.retain,
-          dup: false,
-          packetId: d.qos > 0 ? 1 : undefined,
-          properties: v5 ? m.properties : undefined,
-        },
-        v5,
-        pooled,
-      );
+      const packet = sharedPacket;
+      packet.topic = m.topic;
+      packet.payload = m.payload;
+      packet.qos = d.qos;
+      packet.retain = d.retain;
+      packet.packetId = d.qos > 0 ? 1 : undefined;
+      packet.properties = v5 ? m.properties : undefined;
+      try {
+        bytes = encodePublish(packet, v5, pooled);
+      } finally {
+        packet.payload = EMPTY_PAYLOAD; // holds no message between calls
+        packet.properties = undefined;
+      }
       if (cached.encodedBytes === undefined) {
         cached.encodedKey = key;
         cached.encodedBytes = bytes;
