@@ -277,11 +277,6 @@ export class Journal {
     return file;
   }
 
-  /** The segment appends go to. */
-  get segment(): number {
-    return this.#segment;
-  }
-
   /** Bytes in the segments still on disk. */
   get liveBytes(): number {
     return this.#liveBytes;

@@ -508,7 +508,8 @@ export class KvSessionStore implements SessionStore {
         }
         continue;
       }
-      overlay.set(id, { key: m.key, id, value: m.value, record: m.record, fresh });
+      m.fresh = fresh; // the batch is done with m: the overlay keeps the same object
+      overlay.set(id, m);
     }
     this.#armCheckpointTimer();
   }
