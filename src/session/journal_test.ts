@@ -211,3 +211,86 @@ Deno.test("kv store after a crash: a torn last journal frame is dropped with a r
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/** Makes the next `count` calls of an FsFile method fail as a full disk would (then restores it). */
+function failNext<K extends "writeSync" | "syncData" | "truncateSync">(
+  method: K,
+  count: number,
+  partialWrite = false,
+): () => void {
+  const proto = Deno.FsFile.prototype as unknown as Record<string, (...a: unknown[]) => unknown>;
+  const original = proto[method];
+  let left = count;
+  proto[method] = function (this: Deno.FsFile, ...args: unknown[]) {
+    if (left > 0) {
+      left--;
+      if (partialWrite && method === "writeSync") {
+        // Half the bytes reach the file, then the disk is full.
+        const bytes = args[0] as Uint8Array;
+        original.call(this, bytes.subarray(0, bytes.length >> 1));
+      }
+      const err = new Error("No space left on device (os error 28)");
+      if (method === "syncData") return Promise.reject(err);
+      throw err;
+    }
+    return original.apply(this, args);
+  };
+  return () => {
+    proto[method] = original;
+  };
+}
+
+Deno.test("journal: a failed write or fdatasync is cut off the segment, so later frames still replay", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "journal-fail-" });
+  try {
+    const path = `${dir}/broker.db`;
+    const j = await Journal.create(path, 1);
+    await j.append(frame(sample.slice(0, 1)));
+    let restore = failNext("writeSync", 1, true);
+    try {
+      await assert.rejects(() => j.append(frame(sample.slice(1, 2))), /No space left/);
+    } finally {
+      restore();
+    }
+    restore = failNext("syncData", 1);
+    try {
+      await assert.rejects(() => j.append(frame(sample.slice(2, 3))), /No space left/);
+    } finally {
+      restore();
+    }
+    await j.append(frame(sample.slice(3, 4)));
+    await j.close(false);
+    const read = decodeJournalSegment(await Deno.readFile(segmentPath(path, 1)));
+    assert.equal(read.stoppedAt, undefined, "no torn frame left in the middle");
+    assert.deepEqual(read.frames, [sample.slice(0, 1), sample.slice(3, 4)]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("journal: when a failed write cannot be cut off either, the next append starts a new segment", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "journal-fail-" });
+  try {
+    const path = `${dir}/broker.db`;
+    const j = await Journal.create(path, 1);
+    await j.append(frame(sample.slice(0, 1)));
+    const restoreWrite = failNext("writeSync", 1, true);
+    const restoreTruncate = failNext("truncateSync", 1);
+    try {
+      await assert.rejects(() => j.append(frame(sample.slice(1, 2))), /No space left/);
+    } finally {
+      restoreWrite();
+      restoreTruncate();
+    }
+    await j.append(frame(sample.slice(3, 4)));
+    await j.close(false);
+    assert.deepEqual(await listSegments(path), [1, 2]);
+    const first = decodeJournalSegment(await Deno.readFile(segmentPath(path, 1)));
+    assert.deepEqual(first.frames, [sample.slice(0, 1)], "the torn frame ends segment 1");
+    assert.ok(first.stoppedAt, "and is reported");
+    const second = decodeJournalSegment(await Deno.readFile(segmentPath(path, 2)));
+    assert.deepEqual(second.frames, [sample.slice(3, 4)], "later frames live in segment 2");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
