@@ -24,9 +24,8 @@ import {
   isMap,
   isScalar,
   isSeq,
-  LineCounter,
+  type LineCounter,
   type Node,
-  parseDocument,
   type YAMLMap,
 } from "yaml";
 import {
@@ -37,7 +36,7 @@ import {
   type AclRules,
 } from "../auth/mod.ts";
 import { ConfigError } from "./errors.ts";
-import { explainReadError } from "../util/read_error.ts";
+import { parseYamlSource, readYamlText } from "./yaml_source.ts";
 
 const TOP_KEYS = ["roles", "users", "certificates", "anonymous"] as const;
 const RULE_KEYS = ["allow", "deny", "topic"] as const;
@@ -48,15 +47,7 @@ const RULE_KEYS = ["allow", "deny", "topic"] as const;
  * @throws {ConfigError} When it cannot be read, is not YAML, or breaks the format.
  */
 export async function loadAclFile(path: string): Promise<AclRules> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (error) {
-    throw new ConfigError({ file: path }, `Cannot read ACL file: ${explainReadError(error)}`, {
-      cause: error,
-    });
-  }
-  return parseAclFile(text, path);
+  return parseAclFile(await readYamlText(path, "ACL file"), path);
 }
 
 /**
@@ -66,8 +57,7 @@ export async function loadAclFile(path: string): Promise<AclRules> {
  * @throws {ConfigError} At the first problem.
  */
 export function parseAclFile(text: string, file: string): AclRules {
-  const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  const { doc, lineCounter } = parseYamlSource(text);
   return new AclReader(file, doc, lineCounter).read();
 }
 

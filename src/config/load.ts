@@ -4,9 +4,8 @@ import {
   isMap,
   isScalar,
   isSeq,
-  LineCounter,
+  type LineCounter,
   type Node,
-  parseDocument,
   type YAMLMap,
 } from "yaml";
 import {
@@ -28,6 +27,7 @@ import {
   TOP_LEVEL_KEYS,
   type ValueRule,
 } from "./schema.ts";
+import { parseYamlSource, readYamlText } from "./yaml_source.ts";
 import { explainReadError } from "../util/read_error.ts";
 
 /** Options that the file may set, before the defaults fill the rest. */
@@ -49,15 +49,7 @@ interface Entry {
  * @throws {ConfigError} When the file cannot be read, is not YAML, or breaks the schema.
  */
 export async function loadConfigFile(path: string): Promise<BrokerOptions> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (error) {
-    throw new ConfigError({ file: path }, `Cannot read config file: ${explainReadError(error)}`, {
-      cause: error,
-    });
-  }
-  return parseConfig(text, path);
+  return parseConfig(await readYamlText(path, "config file"), path);
 }
 
 /**
@@ -68,8 +60,7 @@ export async function loadConfigFile(path: string): Promise<BrokerOptions> {
  * @throws {ConfigError} When the text is not YAML or breaks the schema.
  */
 export function parseConfig(text: string, file: string): BrokerOptions {
-  const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  const { doc, lineCounter } = parseYamlSource(text);
   return new ConfigReader(file, doc, lineCounter).read();
 }
 
