@@ -70,6 +70,7 @@ export interface AuthReloadResult {
 
 /** Per-session aggregate while routing one message: one copy at the highest QoS with all ids. */
 interface Aggregate {
+  session: Session | undefined;
   qos: 0 | 1 | 2;
   retain: boolean;
   ids?: number[];
@@ -565,6 +566,7 @@ export class Broker {
       this.#sessions.set(clientId, session);
     }
     session.connected = true;
+    session.connection = client;
     this.#byClientId.set(clientId, client);
     // A resumed session may belong to another identity now, or the rules changed while it was
     // offline: it keeps only the subscriptions this connection may hold.
@@ -583,6 +585,7 @@ export class Broker {
     }
     this.#byClientId.delete(client.clientId);
     session.connected = false;
+    session.connection = undefined;
     // Kept for the offline session only: a live one is checked as its connection.
     this.#owners.set(session, client.info);
     if (this.logger.infoEnabled) {
@@ -662,7 +665,7 @@ export class Broker {
       if (typeof parsed === "string" || parsed.shareGroup === undefined) continue;
       const group = this.#tree.sharedGroup(parsed.filter, parsed.shareGroup);
       const entry = group?.pick((id) => this.#byClientId.has(id));
-      const target = entry && this.#sessions.get(entry.clientId);
+      const target = entry && this.#ownerOf(entry);
       if (!entry || !target || isExpired(d.message, now)) continue;
       this.metrics.sharedRedelivered++;
       this.#deliver(target, {
@@ -750,6 +753,7 @@ export class Broker {
 
   /** Adds or replaces a subscription [MQTT-3.8.4-3]. */
   subscribe(session: Session, entry: SubscriptionEntry, filter: string): void {
+    entry.owner = session;
     session.subscriptions.set(entry.rawFilter, entry);
     this.#tree.add(filter, entry);
     if (session.expirySec > 0) this.store.saveSubscription(session.clientId, entry);
@@ -794,7 +798,7 @@ export class Broker {
         // One member per group [MQTT-4.8.2-3], round robin, preferring connected members.
         const entry = group.pick((id) => this.#byClientId.has(id));
         if (!entry) continue;
-        const session = this.#sessions.get(entry.clientId);
+        const session = this.#ownerOf(entry);
         if (!session) continue;
         count++;
         const qos = message.qos < entry.qos ? message.qos : entry.qos;
@@ -818,7 +822,7 @@ export class Broker {
   #routeOne(message: Message, entry: SubscriptionEntry, now: number): number {
     // [MQTT-3.8.3-3] No Local: not back to the publisher.
     if (entry.noLocal && entry.clientId === message.publisherId) return 0;
-    const session = this.#sessions.get(entry.clientId);
+    const session = this.#ownerOf(entry);
     if (!session) return 0;
     this.#deliver(session, {
       message,
@@ -847,6 +851,7 @@ export class Broker {
       const agg = aggregates.get(entry.clientId);
       if (agg === undefined) {
         aggregates.set(entry.clientId, {
+          session: this.#ownerOf(entry),
           qos,
           retain,
           ids: entry.subscriptionId !== undefined ? [entry.subscriptionId] : undefined,
@@ -859,8 +864,8 @@ export class Broker {
       }
     }
     let count = 0;
-    for (const [clientId, agg] of aggregates) {
-      const session = this.#sessions.get(clientId);
+    for (const agg of aggregates.values()) {
+      const session = agg.session;
       if (!session) continue;
       count++;
       this.#deliver(session, {
@@ -887,8 +892,13 @@ export class Broker {
     else this.store.deleteRetained(message.topic);
   }
 
+  /** The session of a subscription entry: the entry's own pointer, set when it was added. */
+  #ownerOf(entry: SubscriptionEntry): Session | undefined {
+    return (entry.owner as Session | undefined) ?? this.#sessions.get(entry.clientId);
+  }
+
   #deliver(session: Session, d: Delivery, now: number): void {
-    const client = this.#byClientId.get(session.clientId);
+    const client = session.connection as ClientConnection | undefined;
     if (client && client.state === "connected") {
       if (!this.auth.authorizeDelivery(client.info, d.message.topic)) return;
       client.deliver(d, now);
@@ -991,6 +1001,7 @@ export class Broker {
       for (const entry of s.subscriptions) {
         const parsed = parseTopicFilter(entry.rawFilter);
         if (typeof parsed === "string") continue;
+        entry.owner = session;
         session.subscriptions.set(entry.rawFilter, entry);
         this.#tree.add(parsed.filter, entry);
       }

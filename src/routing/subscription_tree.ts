@@ -15,6 +15,11 @@ export interface SubscriptionEntry {
   subscriptionId?: number;
   /** Share name for shared subscriptions. */
   shareGroup?: string;
+  /**
+   * The owning session object (the broker's, opaque here), so that routing reaches it without a
+   * lookup by client id. Not part of the subscription's record: stores never persist it.
+   */
+  owner?: unknown;
 }
 
 /** Members of one shared subscription `$share/{group}/{filter}`; one delivery per message. */
@@ -67,6 +72,12 @@ class Node {
   plus?: Node;
   hash?: Node;
   subscribers?: Map<string, SubscriptionEntry>;
+  /**
+   * The subscribers' entries as an array for matching, rebuilt on the first match after a change:
+   * iterating a Map allocates an iterator and a result object per entry. A rebuild costs no more
+   * than the delivery to every subscriber that follows it.
+   */
+  list?: SubscriptionEntry[];
   shared?: Map<string, SharedGroup>;
 
   constructor(level: string) {
@@ -171,6 +182,7 @@ export class SubscriptionTree {
       node.subscribers ??= new Map();
       existed = node.subscribers.has(entry.clientId);
       node.subscribers.set(entry.clientId, entry);
+      node.list = undefined;
     }
     if (!existed) this.#count++;
     return existed;
@@ -194,6 +206,7 @@ export class SubscriptionTree {
       if (group && group.members.size === 0) node.shared!.delete(shareGroup);
     } else {
       removed = node.subscribers?.delete(clientId) ?? false;
+      node.list = undefined;
     }
     if (!removed) return false;
     this.#count--;
@@ -278,8 +291,10 @@ function walk(
 }
 
 function emit(node: Node, entries: SubscriptionEntry[], groups: SharedGroup[]): void {
-  if (node.subscribers !== undefined) {
-    for (const entry of node.subscribers.values()) entries.push(entry);
+  const subscribers = node.subscribers;
+  if (subscribers !== undefined && subscribers.size > 0) {
+    const list = node.list ??= [...subscribers.values()];
+    for (let i = 0; i < list.length; i++) entries.push(list[i]);
   }
   if (node.shared !== undefined) {
     for (const group of node.shared.values()) groups.push(group);

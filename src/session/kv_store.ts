@@ -54,7 +54,12 @@ import {
   segmentPath,
 } from "./journal.ts";
 import { salvageKvFile, type SalvageReport } from "./kv_salvage.ts";
-import type { SessionRecord, SessionStore, StoredState } from "./store.ts";
+import {
+  type SessionRecord,
+  type SessionStore,
+  type StoredState,
+  subscriptionRecord,
+} from "./store.ts";
 
 const MAX_MUTATIONS = 900;
 const MAX_COMMIT_BYTES = 700 * 1024;
@@ -757,7 +762,7 @@ export class KvSessionStore implements SessionStore {
     const s = this.#keys(clientId);
     const f = keyPart(entry.rawFilter);
     s.subs.add(f);
-    this.#put(["sub", s.cid, f], encodeRecord(entry));
+    this.#put(["sub", s.cid, f], encodeRecord(subscriptionRecord(entry)));
   }
 
   deleteSubscription(clientId: string, rawFilter: string): void {

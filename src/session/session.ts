@@ -147,6 +147,11 @@ export class Session {
   expiresAt?: number;
   /** Whether the session is live on a connection. */
   connected = false;
+  /**
+   * The connection this session is attached to (the broker's own object, opaque here), so that
+   * routing reaches it without a lookup by client id; undefined while disconnected.
+   */
+  connection: unknown = undefined;
   #nextPacketId = 1;
 
   constructor(clientId: string, protocolVersion: number, expirySec: number) {

@@ -10,6 +10,23 @@ export interface SessionRecord {
   expiresAt?: number;
 }
 
+/**
+ * The persisted part of a subscription entry: its fields without the routing pointer
+ * ({@link SubscriptionEntry.owner}), which leads to live session and connection objects.
+ */
+export function subscriptionRecord(entry: SubscriptionEntry): SubscriptionEntry {
+  return {
+    clientId: entry.clientId,
+    rawFilter: entry.rawFilter,
+    qos: entry.qos,
+    noLocal: entry.noLocal,
+    retainAsPublished: entry.retainAsPublished,
+    retainHandling: entry.retainHandling,
+    subscriptionId: entry.subscriptionId,
+    shareGroup: entry.shareGroup,
+  };
+}
+
 /** Everything a store holds, as loaded at start. */
 export interface StoredState {
   sessions: {
@@ -126,7 +143,7 @@ export class MemorySessionStore implements SessionStore {
     this.#sessions.delete(clientId);
   }
   saveSubscription(clientId: string, entry: SubscriptionEntry): void {
-    this.#session(clientId)?.subscriptions.set(entry.rawFilter, { ...entry });
+    this.#session(clientId)?.subscriptions.set(entry.rawFilter, subscriptionRecord(entry));
   }
   deleteSubscription(clientId: string, rawFilter: string): void {
     this.#session(clientId)?.subscriptions.delete(rawFilter);

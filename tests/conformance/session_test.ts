@@ -397,3 +397,35 @@ Deno.test("broker accepts the short PUBACK / PUBREC / PUBCOMP forms (Remaining L
   assert.equal(again.connack.sessionPresent, true);
   assert.equal(await c.silentFor(200), true, "a short-form acknowledgement was not taken");
 });
+
+Deno.test("broker routes to the connection and session that hold the client id now: after a takeover the new connection gets the messages, after a Clean Start the old subscriptions are gone [MQTT-3.1.4-3] [MQTT-3.1.2-4]", async () => {
+  await using b = await startBroker();
+  const { client: p } = await connect(b.port, { clientId: "p" });
+  const { client: first } = await connect(b.port, persistent("c"));
+  try {
+    await subscribe(first, "old/t");
+    // Takeover: the session (and its subscription) moves to the new connection.
+    const { client: second, connack } = await connect(b.port, persistent("c"));
+    try {
+      assert.equal(connack.sessionPresent, true);
+      await expectDisconnect(first, ReasonCode.SessionTakenOver);
+      publish(p, "old/t", "to-second");
+      const m = await second.expect(PacketType.Publish);
+      assert.equal(text(m.payload), "to-second");
+      await leave(second);
+    } finally {
+      await second.close();
+    }
+    // Clean Start: a new session; the old one's subscription no longer routes anything.
+    await using third = (await connect(b.port, { clientId: "c", cleanStart: true })).client;
+    await subscribe(third, "new/t");
+    publish(p, "old/t", "stale");
+    publish(p, "new/t", "fresh");
+    const m = await third.expect(PacketType.Publish);
+    assert.deepEqual([m.topic, text(m.payload)], ["new/t", "fresh"]);
+    assert.equal(await third.silentFor(100), true);
+  } finally {
+    await first.close();
+    await p.close();
+  }
+});

@@ -94,6 +94,44 @@ export function runSessionStoreContract(name: string, factory: StoreFactory): vo
     }
   });
 
+  Deno.test(`${name}: a subscription is stored without its routing pointer to the live session`, async () => {
+    let store = await factory.open();
+    try {
+      await store.load();
+      store.saveSession({ clientId: "o", protocolVersion: 5, expirySec: 60 });
+      // The broker's session object, which leads on to its connection: a cycle, and nothing to keep.
+      const live: Record<string, unknown> = { clientId: "o" };
+      live.self = live;
+      store.saveSubscription("o", {
+        clientId: "o",
+        rawFilter: "$share/g/o/+",
+        qos: 2,
+        noLocal: false,
+        retainAsPublished: true,
+        retainHandling: 2,
+        shareGroup: "g",
+        owner: live,
+      });
+      await store.flush();
+      store = await factory.reopen(store);
+      const state = await store.load();
+      const [entry] = state.sessions[0].subscriptions;
+      assert.equal("owner" in entry, false);
+      assert.deepEqual(
+        [
+          entry.rawFilter,
+          entry.qos,
+          entry.retainAsPublished,
+          entry.retainHandling,
+          entry.shareGroup,
+        ],
+        ["$share/g/o/+", 2, true, 2, "g"],
+      );
+    } finally {
+      await store.close();
+    }
+  });
+
   Deno.test(`${name}: deleting a session removes everything under it`, async () => {
     let store = await factory.open();
     try {
