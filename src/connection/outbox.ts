@@ -1,3 +1,4 @@
+import { setImmediate } from "node:timers";
 import type { ByteConn } from "./transport.ts";
 
 const EMPTY = new Uint8Array(0);
@@ -14,13 +15,32 @@ export interface OutboxOwner {
 // thousands of connections (one message to each of 10,000 subscribers) queues one microtask, not
 // one per connection, and an outbox needs no flush callback of its own.
 let dirty: Outbox[] = [];
+let dirtyHead = 0;
 let flushQueued = false;
 
+/**
+ * Most writes started in one turn of the event loop. In Deno 2.9 a write costs about 1.5 µs of
+ * CPU when a turn starts a hundred of them and 6–10 µs when it starts thousands (measured with
+ * 8,000 sockets: user time per write 1.5 µs at 100 per turn, 3.6 µs at 400, 9.7 µs at 8,000); a
+ * microtask does not end the turn, `setImmediate` does. So a flush that finds more outboxes
+ * than this writes this many and leaves the rest, in order, to the next turn.
+ */
+export const WRITES_PER_TURN = 128;
+
 function flushDirty(): void {
-  flushQueued = false;
+  // flushQueued stays true until the list is done: outboxes dirtied meanwhile join this list.
   const list = dirty;
-  dirty = [];
-  for (let i = 0; i < list.length; i++) list[i].flush();
+  const end = Math.min(list.length, dirtyHead + WRITES_PER_TURN);
+  for (let i = dirtyHead; i < end; i++) list[i].flush();
+  if (end < list.length) {
+    // The rest, and outboxes dirtied meanwhile, go out in order in the next turn.
+    dirtyHead = end;
+    setImmediate(flushDirty);
+  } else {
+    dirty = [];
+    dirtyHead = 0;
+    flushQueued = false;
+  }
 }
 
 /**

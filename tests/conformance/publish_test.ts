@@ -702,3 +702,24 @@ Deno.test("broker does not resend an unacknowledged PUBLISH to an MQTT 5 client 
   assert.equal(m.dup, false);
   assert.equal(await s.silentFor(400), true, "no timed resend for v5 (8 retry intervals)");
 });
+
+Deno.test("broker delivers each message once and in order to every one of 300 subscribers of one topic, whose writes span several event-loop turns (4.6)", async () => {
+  await using b = await startBroker();
+  const count = 300; // more than WRITES_PER_TURN (128) twice over
+  const subscribers = await Promise.all(
+    Array.from({ length: count }, (_, i) => connect(b.port, `fan-${i}`)),
+  );
+  try {
+    await Promise.all(subscribers.map((s) => subscribe(s, ["fan/t"])));
+    await using p = await connect(b.port, "p");
+    publish(p, "fan/t", "one");
+    publish(p, "fan/t", "two");
+    for (const s of subscribers) {
+      assert.deepEqual(payloads(await expectPublishes(s, 2)), ["one", "two"]);
+    }
+    const quiet = await Promise.all(subscribers.map((s) => s.silentFor(100)));
+    assert.ok(quiet.every((q) => q), "no duplicate reached any subscriber");
+  } finally {
+    await Promise.all(subscribers.map((s) => s.close()));
+  }
+});

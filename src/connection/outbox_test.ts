@@ -1,0 +1,62 @@
+import assert from "node:assert/strict";
+import { setImmediate } from "node:timers";
+import { Outbox, type OutboxOwner, WRITES_PER_TURN } from "./outbox.ts";
+import type { ByteConn } from "./transport.ts";
+
+/** A byte sink that records each write call in a shared log; every write completes whole. */
+class RecordingConn implements ByteConn {
+  readonly remoteAddress = "127.0.0.1";
+  readonly remotePort = 0;
+  readonly writes: Uint8Array[] = [];
+  constructor(readonly id: number, readonly log: number[]) {}
+  read(): Promise<number | null> {
+    return Promise.resolve(null);
+  }
+  write(buf: Uint8Array): Promise<number> {
+    this.writes.push(buf.slice());
+    this.log.push(this.id);
+    return Promise.resolve(buf.length);
+  }
+  closeWrite(): Promise<void> {
+    return Promise.resolve();
+  }
+  close(): void {}
+}
+
+const owner: OutboxOwner = { outboxDrained() {}, outboxFailed() {} };
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+Deno.test("outbox: one turn starts at most WRITES_PER_TURN writes; the rest follow in later turns, in the order they were queued", async () => {
+  const count = WRITES_PER_TURN * 2 + 44;
+  const log: number[] = [];
+  const conns = Array.from({ length: count }, (_, i) => new RecordingConn(i, log));
+  const boxes = conns.map((c) => new Outbox(c, owner));
+  boxes.forEach((b, i) => b.write(new Uint8Array([i & 0xff])));
+  await Promise.resolve(); // the flush microtask of this turn
+  assert.equal(log.length, WRITES_PER_TURN, "first turn");
+  // Written to while waiting: joins the packet already queued, in the same write.
+  boxes[count - 1].write(new Uint8Array([0xaa]));
+  await nextTurn();
+  assert.equal(log.length, WRITES_PER_TURN * 2, "second turn");
+  await nextTurn();
+  assert.equal(log.length, count, "third turn");
+  assert.deepEqual(log, conns.map((c) => c.id), "one write per connection, in queue order");
+  assert.deepEqual([...conns[count - 1].writes[0]], [(count - 1) & 0xff, 0xaa]);
+  await Promise.all(boxes.map((b) => b.drained()));
+  assert.ok(boxes.every((b) => b.bufferedBytes === 0));
+});
+
+Deno.test("outbox: a turn with few outboxes writes them all in that turn", async () => {
+  const log: number[] = [];
+  const boxes = Array.from(
+    { length: 10 },
+    (_, i) => new Outbox(new RecordingConn(i, log), owner),
+  );
+  for (const b of boxes) {
+    b.write(new Uint8Array([1]));
+    b.write(new Uint8Array([2, 3]));
+  }
+  await Promise.resolve();
+  assert.deepEqual(log, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  await Promise.all(boxes.map((b) => b.drained()));
+});
