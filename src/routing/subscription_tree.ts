@@ -71,6 +71,12 @@ class Node {
   /** The `+` and `#` children are fields, found without a lookup. */
   plus?: Node;
   hash?: Node;
+  /**
+   * The only non-shared subscriber, held without a Map: most filters have exactly one (a device's
+   * own topic), and an empty Map costs about 180 bytes.
+   */
+  one?: SubscriptionEntry;
+  /** Two or more non-shared subscribers, by client id (`one` is then undefined). */
   subscribers?: Map<string, SubscriptionEntry>;
   /**
    * The subscribers' entries as an array for matching, rebuilt on the first match after a change:
@@ -138,9 +144,48 @@ class Node {
     }
   }
 
+  /** Adds or replaces a client's entry; returns whether the client had one. */
+  addSubscriber(entry: SubscriptionEntry): boolean {
+    const one = this.one;
+    if (one === undefined && this.subscribers === undefined) {
+      this.one = entry;
+      return false;
+    }
+    if (one !== undefined) {
+      if (one.clientId === entry.clientId) {
+        this.one = entry;
+        return true;
+      }
+      this.one = undefined;
+      this.subscribers = new Map([[one.clientId, one]]);
+    }
+    const map = this.subscribers!;
+    const existed = map.has(entry.clientId);
+    map.set(entry.clientId, entry);
+    this.list = undefined;
+    return existed;
+  }
+
+  /** Removes a client's entry; returns whether there was one. */
+  removeSubscriber(clientId: string): boolean {
+    if (this.one !== undefined) {
+      if (this.one.clientId !== clientId) return false;
+      this.one = undefined;
+      return true;
+    }
+    const map = this.subscribers;
+    if (map === undefined || !map.delete(clientId)) return false;
+    this.list = undefined;
+    if (map.size === 1) {
+      this.one = map.values().next().value;
+      this.subscribers = undefined;
+    } else if (map.size === 0) this.subscribers = undefined;
+    return true;
+  }
+
   isEmpty(): boolean {
     return this.childCount === 0 && this.plus === undefined && this.hash === undefined &&
-      !this.subscribers?.size && !this.shared?.size;
+      this.one === undefined && !this.subscribers?.size && !this.shared?.size;
   }
 }
 
@@ -179,10 +224,7 @@ export class SubscriptionTree {
       existed = group.members.has(entry.clientId);
       group.members.set(entry.clientId, entry);
     } else {
-      node.subscribers ??= new Map();
-      existed = node.subscribers.has(entry.clientId);
-      node.subscribers.set(entry.clientId, entry);
-      node.list = undefined;
+      existed = node.addSubscriber(entry);
     }
     if (!existed) this.#count++;
     return existed;
@@ -205,8 +247,7 @@ export class SubscriptionTree {
       removed = group?.members.delete(clientId) ?? false;
       if (group && group.members.size === 0) node.shared!.delete(shareGroup);
     } else {
-      removed = node.subscribers?.delete(clientId) ?? false;
-      node.list = undefined;
+      removed = node.removeSubscriber(clientId);
     }
     if (!removed) return false;
     this.#count--;
@@ -291,9 +332,9 @@ function walk(
 }
 
 function emit(node: Node, entries: SubscriptionEntry[], groups: SharedGroup[]): void {
-  const subscribers = node.subscribers;
-  if (subscribers !== undefined && subscribers.size > 0) {
-    const list = node.list ??= [...subscribers.values()];
+  if (node.one !== undefined) entries.push(node.one);
+  else if (node.subscribers !== undefined) {
+    const list = node.list ??= [...node.subscribers.values()];
     for (let i = 0; i < list.length; i++) entries.push(list[i]);
   }
   if (node.shared !== undefined) {

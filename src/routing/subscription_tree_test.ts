@@ -194,3 +194,30 @@ Deno.test("SubscriptionTree keeps siblings apart when their levels share a hash 
   }
   assert.deepEqual(matches(tree, "dev/unknown/x"), []);
 });
+
+Deno.test("SubscriptionTree keeps matching right as a filter goes from one subscriber to many and back, with replacements on the way", () => {
+  const tree = new SubscriptionTree();
+  add(tree, "a", "t/+");
+  assert.deepEqual(matches(tree, "t/x"), ["a t/+"]);
+  add(tree, "b", "t/+");
+  add(tree, "c", "t/+");
+  assert.deepEqual(matches(tree, "t/x"), ["a t/+", "b t/+", "c t/+"]);
+  // A replacement among many is seen by the next match (the cached list is rebuilt).
+  assert.equal(add(tree, "b", "t/+", { qos: 1 }), true);
+  const qos: number[] = [];
+  tree.match("t/x", (e) => e.clientId === "b" && qos.push(e.qos), () => {});
+  assert.deepEqual(qos, [1]);
+  assert.equal(tree.remove("t/+", "a"), true);
+  assert.equal(tree.remove("t/+", "c"), true);
+  assert.deepEqual(matches(tree, "t/x"), ["b t/+"]);
+  assert.equal(tree.remove("t/+", "a"), false, "gone already");
+  // Back to one: replacing it and adding a second still work.
+  assert.equal(add(tree, "b", "t/+", { qos: 2 }), true);
+  assert.equal(add(tree, "d", "t/+"), false);
+  assert.deepEqual(matches(tree, "t/x"), ["b t/+", "d t/+"]);
+  assert.equal(tree.size, 2);
+  assert.equal(tree.remove("t/+", "b"), true);
+  assert.equal(tree.remove("t/+", "d"), true);
+  assert.equal(tree.size, 0);
+  assert.deepEqual(matches(tree, "t/x"), []);
+});
