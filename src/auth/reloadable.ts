@@ -118,9 +118,10 @@ export class FileAuth implements AuthHooks {
 
   /**
    * 0x00 to admit; 0x86 for an unknown user or a wrong password; 0x87 for an
-   * anonymous client where anonymous access is not allowed.
+   * anonymous client where anonymous access is not allowed. Decides at once, except for a
+   * password, whose hash is checked asynchronously.
    */
-  async authenticate(request: ConnectRequest): Promise<number> {
+  authenticate(request: ConnectRequest): number | Promise<number> {
     const state = this.#state;
     const cert = request.certificate;
     // A certificate the TLS listener verified is a credential of its own.
@@ -138,10 +139,9 @@ export class FileAuth implements AuthHooks {
     // An unknown user costs one hash too, so timing does not tell which users exist.
     const stored = entry?.hash ?? passwords.values().next().value?.hash;
     if (stored === undefined) return BAD_USERNAME_OR_PASSWORD;
-    const ok = await verifyPassword(request.password ?? new Uint8Array(0), stored);
-    return ok && entry !== undefined && request.password !== undefined
-      ? 0
-      : BAD_USERNAME_OR_PASSWORD;
+    return verifyPassword(request.password ?? new Uint8Array(0), stored).then((ok) =>
+      ok && entry !== undefined && request.password !== undefined ? 0 : BAD_USERNAME_OR_PASSWORD
+    );
   }
 
   authorizePublish(client: ClientInfo, topic: string): boolean {

@@ -286,7 +286,8 @@ export class ClientConnection implements OutboxOwner {
         this.#abort(`first packet was not CONNECT (type ${p.type})`);
         return;
       }
-      return handleConnect(this, p);
+      const pending = handleConnect(this, p);
+      return pending instanceof Promise ? pending : undefined;
     }
     // Handlers whose answer waits for the store return a promise; the read loop does not wait for
     // it, so one commit carries every packet of a read (group commit). Answers still go out in

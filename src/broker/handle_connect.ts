@@ -19,8 +19,13 @@ import type { ClientConnection } from "./client.ts";
 /**
  * CONNECT (3.1): version, client id, Will and credential checks, takeover and session
  * resumption, then CONNACK with the broker's capabilities and the resend of a resumed session.
+ *
+ * Runs synchronously unless it has to wait (a password hash, a store commit for a persistent
+ * session, the delay before refusing bad credentials); then it returns a promise. A synchronous
+ * CONNECT lets the packets after it in the same read, typically a SUBSCRIBE, be answered in the
+ * same write as the CONNACK.
  */
-export async function handleConnect(client: ClientConnection, p: ConnectPacket): Promise<void> {
+export function handleConnect(client: ClientConnection, p: ConnectPacket): Promise<void> | void {
   const broker = client.broker;
   const opts = broker.options;
   client.protocolVersion = p.protocolVersion;
@@ -93,10 +98,10 @@ export async function handleConnect(client: ClientConnection, p: ConnectPacket):
     const rate = opts.maxPublishRatePerClient;
     client.inbound.publishBucket = new TokenBucket(rate, rate, Date.now());
   }
-  let verdict: number;
+  let verdict: number | Promise<number>;
   try {
     // Built from the fields, not from client.info: an idle connection never needs that object.
-    verdict = await broker.auth.authenticate({
+    verdict = broker.auth.authenticate({
       clientId: client.clientId,
       username: client.username,
       protocolVersion: client.protocolVersion,
@@ -106,15 +111,44 @@ export async function handleConnect(client: ClientConnection, p: ConnectPacket):
       password: p.password,
     });
   } catch (err) {
-    broker.logger.error("authentication hook failed", { clientId, error: err });
-    verdict = ReasonCode.UnspecifiedError;
+    verdict = Promise.reject(err);
   }
+  const connect: Accepted = { clientId, assigned, props };
+  if (typeof verdict === "number") return afterAuthentication(client, p, connect, verdict);
+  return verdict.then(
+    (v) => afterAuthentication(client, p, connect, v),
+    (err) => {
+      broker.logger.error("authentication hook failed", { clientId, error: err });
+      return afterAuthentication(client, p, connect, ReasonCode.UnspecifiedError);
+    },
+  );
+}
+
+/** What the checks before authentication settled about a CONNECT. */
+interface Accepted {
+  clientId: string;
+  /** Whether the broker assigned the client id. */
+  assigned: boolean;
+  props: Properties;
+}
+
+/** CONNECT after the credentials were judged: session, then CONNACK. */
+function afterAuthentication(
+  client: ClientConnection,
+  p: ConnectPacket,
+  connect: Accepted,
+  verdict: number,
+): Promise<void> | void {
+  const broker = client.broker;
+  const opts = broker.options;
+  const props = connect.props;
   if (client.state !== "connecting") return;
   if (verdict !== 0) {
     broker.metrics.connectionsRefused++;
     // Failed credentials wait before the refusal, which slows password guessing down.
-    await broker.authFailureDelay();
-    return client.refuseConnect(verdict, "authentication failed");
+    return broker.authFailureDelay().then(() =>
+      client.refuseConnect(verdict, "authentication failed")
+    );
   }
 
   // Session Expiry: v5 property, or 3.1.1 Clean Session mapping (checklist §12).
@@ -156,8 +190,33 @@ export async function handleConnect(client: ClientConnection, p: ConnectPacket):
     }
     : undefined;
   broker.persistSession(session);
-  if (broker.store.dirty) await broker.store.flush();
+  // A persistent session is durable before its CONNACK says it is present next time.
+  const settings: Settled = {
+    ...connect,
+    present,
+    requestedExpiry,
+    expiryOverridden,
+    serverKeepAlive,
+  };
+  if (broker.store.dirty) return broker.store.flush().then(() => sendConnack(client, p, settings));
+  sendConnack(client, p, settings);
+}
+
+/** What the CONNACK reports, settled while the session was opened. */
+interface Settled extends Accepted {
+  present: boolean;
+  requestedExpiry: number;
+  expiryOverridden: boolean;
+  serverKeepAlive: number | undefined;
+}
+
+/** Sends the CONNACK of an accepted CONNECT, then what a resumed session still owes. */
+function sendConnack(client: ClientConnection, p: ConnectPacket, settled: Settled): void {
   if (client.state !== "connecting") return;
+  const broker = client.broker;
+  const opts = broker.options;
+  const { clientId, assigned, present, requestedExpiry, expiryOverridden, serverKeepAlive } =
+    settled;
 
   const connackProps: Properties = {};
   if (client.v5) {
