@@ -934,3 +934,67 @@ Deno.test("broker sends nothing after its DISCONNECT and processes nothing the c
   await expectDisconnect(c, ReasonCode.ProtocolError);
   assert.equal(await s.silentFor(200), true, "a PUBLISH after the protocol error was processed");
 });
+
+Deno.test("broker refuses with CONNACK 0x80 and logs when the authentication hook throws or its promise rejects (3.2.2.2)", async () => {
+  for (
+    const authenticate of [
+      (): number => {
+        throw new Error("hook broke");
+      },
+      (): Promise<number> => Promise.reject(new Error("hook broke")),
+    ]
+  ) {
+    await using b = await startBroker({}, {
+      auth: { ...defaultAuthHooks(true), authenticate },
+      captureLogs: true,
+    });
+    await using c = await RawClient.open(b.port);
+    c.send(connectPacket({ clientId: "hooked" }));
+    await expectRefusal(c, ReasonCode.UnspecifiedError);
+    assert.ok(
+      b.logs.some((l) => l.includes("authentication hook failed") && l.includes("hook broke")),
+      "the failure is logged with its error",
+    );
+  }
+});
+
+Deno.test("broker answers CONNECT, SUBSCRIBE and PUBLISH sent in one write in order, whether authentication decides at once or later (3.1.4, 4.6)", async () => {
+  for (const later of [false, true]) {
+    await using b = await startBroker({}, {
+      auth: {
+        ...defaultAuthHooks(true),
+        authenticate: () => later ? new Promise((r) => setTimeout(() => r(0), 20)) : 0,
+      },
+    });
+    await using c = await RawClient.open(b.port);
+    const bytesOf = (p: Parameters<typeof encodePacket>[0]) => encodePacket(p, 5);
+    const parts = [
+      bytesOf(connectPacket({ clientId: `pipelined-${later}` })),
+      bytesOf({
+        type: PacketType.Subscribe,
+        packetId: 7,
+        subscriptions: [{
+          topicFilter: "pipe/t",
+          qos: 0,
+          noLocal: false,
+          retainAsPublished: false,
+          retainHandling: 0,
+        }],
+      }),
+      bytesOf({
+        type: PacketType.Publish,
+        topic: "pipe/t",
+        payload: bytes("self"),
+        qos: 0,
+        retain: false,
+        dup: false,
+      }),
+    ];
+    const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    parts.reduce((off, p) => (all.set(p, off), off + p.length), 0);
+    c.sendBytes(all);
+    assert.equal((await c.expect(PacketType.Connack)).reasonCode, 0);
+    assert.equal((await c.expect(PacketType.Suback)).packetId, 7);
+    assert.equal(text((await c.expect(PacketType.Publish)).payload), "self");
+  }
+});
