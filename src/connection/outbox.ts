@@ -27,14 +27,22 @@ let flushQueued = false;
  */
 export const WRITES_PER_TURN = 128;
 
+/** Flushed entries at the front of the list before it is compacted (see flushDirty). */
+const COMPACT_AFTER = 1024;
+
 function flushDirty(): void {
   // flushQueued stays true until the list is done: outboxes dirtied meanwhile join this list.
   const list = dirty;
   const end = Math.min(list.length, dirtyHead + WRITES_PER_TURN);
   for (let i = dirtyHead; i < end; i++) list[i].flush();
   if (end < list.length) {
-    // The rest, and outboxes dirtied meanwhile, go out in order in the next turn.
-    dirtyHead = end;
+    // The rest, and outboxes dirtied meanwhile, go out in order in the next turn. Under steady
+    // load the list may never empty: the flushed front is cut off once it is half of it, so the
+    // list stays within twice the outboxes waiting (each waits in it at most once).
+    if (end >= COMPACT_AFTER && end * 2 >= list.length) {
+      dirty = list.slice(end);
+      dirtyHead = 0;
+    } else dirtyHead = end;
     setImmediate(flushDirty);
   } else {
     dirty = [];
