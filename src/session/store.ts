@@ -15,16 +15,8 @@ export interface SessionRecord {
  * ({@link SubscriptionEntry.owner}), which leads to live session and connection objects.
  */
 export function subscriptionRecord(entry: SubscriptionEntry): SubscriptionEntry {
-  return {
-    clientId: entry.clientId,
-    rawFilter: entry.rawFilter,
-    qos: entry.qos,
-    noLocal: entry.noLocal,
-    retainAsPublished: entry.retainAsPublished,
-    retainHandling: entry.retainHandling,
-    subscriptionId: entry.subscriptionId,
-    shareGroup: entry.shareGroup,
-  };
+  const { owner: _owner, ...record } = entry;
+  return record;
 }
 
 /** Everything a store holds, as loaded at start. */
