@@ -70,6 +70,11 @@ export class Outbox {
   #idle: (() => void)[] | undefined = undefined;
   #buf: Uint8Array = EMPTY;
   #off = 0;
+  // Bytes queued behind a write in progress, copied into a buffer of our own. Packets are often
+  // views into shared slabs (util/byte_pool.ts); a slow reader's backlog of views would keep those
+  // slabs alive for as long as it stays slow, each for the sake of a few bytes.
+  #held: Uint8Array = EMPTY;
+  #heldLen = 0;
 
   constructor(conn: ByteConn, owner: OutboxOwner) {
     this.#conn = conn;
@@ -84,6 +89,10 @@ export class Outbox {
   /** Queues bytes; the caller must not change them afterwards. */
   write(bytes: Uint8Array): void {
     if (this.#failed) return;
+    if (this.#writing) {
+      this.#hold(bytes);
+      return;
+    }
     if (this.#first === undefined) this.#first = bytes;
     else (this.#more ??= []).push(bytes);
     this.#pendingBytes += bytes.length;
@@ -95,6 +104,19 @@ export class Outbox {
         queueMicrotask(flushDirty);
       }
     }
+  }
+
+  /** Appends to the bytes waiting for the write in progress (see `#held`). */
+  #hold(bytes: Uint8Array): void {
+    const need = this.#heldLen + bytes.length;
+    if (need > this.#held.length) {
+      const next = new Uint8Array(Math.max(need, this.#held.length * 2, 1024));
+      next.set(this.#held.subarray(0, this.#heldLen));
+      this.#held = next;
+    }
+    this.#held.set(bytes, this.#heldLen);
+    this.#heldLen = need;
+    this.#pendingBytes += bytes.length;
   }
 
   /** Resolves when everything queued so far is written (or the write failed). */
@@ -121,9 +143,9 @@ export class Outbox {
     const first = this.#first;
     if (this.#writing || this.#failed || first === undefined) return;
     const more = this.#more;
+    // Nothing is held while no write runs, so every pending byte is in `first` and `more`.
     const size = this.#pendingBytes;
     this.#first = this.#more = undefined;
-    this.#pendingBytes = 0;
     let buf: Uint8Array;
     if (more === undefined) buf = first;
     else {
@@ -135,10 +157,16 @@ export class Outbox {
         off += c.length;
       }
     }
+    this.#begin(buf);
+  }
+
+  /** Writes `buf`, all of what is pending (coalesced packets, or the held backlog). */
+  #begin(buf: Uint8Array): void {
     this.#writing = true;
     this.#buf = buf;
     this.#off = 0;
-    this.#inWriteBytes = size;
+    this.#inWriteBytes = buf.length;
+    this.#pendingBytes -= buf.length;
     this.#conn.write(buf).then(this.#onWriteDone, this.#onWriteDone);
   }
 
@@ -154,7 +182,16 @@ export class Outbox {
     this.#writing = false;
     this.#inWriteBytes = 0;
     this.#buf = EMPTY;
+    // What queued behind this write goes next, before the owner hears of the progress: anything
+    // it writes from that callback is newer. (Nothing waits in `#first` while a write runs.)
+    if (this.#heldLen > 0) {
+      const held = this.#held.subarray(0, this.#heldLen);
+      this.#held = EMPTY;
+      this.#heldLen = 0;
+      this.#begin(held);
+    }
     this.#owner.outboxDrained(this.#pendingBytes);
+    if (this.#writing) return;
     if (this.#first !== undefined) this.#startWrite();
     else this.#wakeIdle();
   }
@@ -166,6 +203,8 @@ export class Outbox {
     this.#pendingBytes = 0;
     this.#inWriteBytes = 0;
     this.#buf = EMPTY;
+    this.#held = EMPTY;
+    this.#heldLen = 0;
     this.#owner.outboxFailed(err);
     this.#wakeIdle();
   }

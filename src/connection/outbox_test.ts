@@ -81,3 +81,66 @@ Deno.test("outbox: under steady load for many turns every packet is written once
   const expected = Array.from({ length: turns }, (_, t) => t);
   for (const c of conns) assert.deepEqual(c.writes.flatMap((w) => [...w]), expected);
 });
+
+/** A byte sink that takes at most `chunk` bytes per write and completes each write on demand. */
+class SlowConn implements ByteConn {
+  readonly remoteAddress = "127.0.0.1";
+  readonly remotePort = 0;
+  readonly received: number[] = [];
+  #pending: (() => void)[] = [];
+  constructor(readonly chunk: number) {}
+  read(): Promise<number | null> {
+    return Promise.resolve(null);
+  }
+  write(buf: Uint8Array): Promise<number> {
+    const n = Math.min(this.chunk, buf.length);
+    return new Promise((resolve) =>
+      this.#pending.push(() => {
+        this.received.push(...buf.subarray(0, n));
+        resolve(n);
+      })
+    );
+  }
+  /** Completes the write in progress, if any; false when none was waiting. */
+  step(): boolean {
+    const next = this.#pending.shift();
+    next?.();
+    return next !== undefined;
+  }
+  closeWrite(): Promise<void> {
+    return Promise.resolve();
+  }
+  close(): void {}
+}
+
+Deno.test("outbox: packets queued behind a slow write are copied at once (the shared slab they came from may be reused) and go out in order, with the owner's writes after them", async () => {
+  const conn = new SlowConn(3);
+  const slab = new Uint8Array(64); // stands for a shared slab of pooled views
+  let drainedCalls = 0;
+  const box: Outbox = new Outbox(conn, {
+    outboxDrained() {
+      // The owner refills from its queue on progress (as ClientConnection.pump does), once.
+      if (++drainedCalls === 1) box.write(new Uint8Array([90, 91]));
+    },
+    outboxFailed() {},
+  });
+  const view = (bytes: number[], at: number) => {
+    slab.set(bytes, at);
+    return slab.subarray(at, at + bytes.length);
+  };
+  box.write(view([1, 2, 3, 4, 5], 0));
+  await Promise.resolve(); // flushed: the first write runs, 3 bytes at a time
+  box.write(view([6, 7], 8));
+  box.write(view([8, 9, 10], 16));
+  assert.equal(box.bufferedBytes, 10);
+  // The slab is reused for other packets at once: the queued bytes must not depend on it.
+  slab.fill(0xee, 8);
+  for (let turns = 0; conn.step() || box.bufferedBytes > 0; turns++) {
+    assert.ok(turns < 100);
+    await Promise.resolve();
+    await Promise.resolve();
+  }
+  assert.deepEqual(conn.received, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 90, 91]);
+  assert.equal(box.bufferedBytes, 0);
+  await box.drained();
+});
