@@ -152,9 +152,9 @@ export class Outbox {
       buf = new Uint8Array(size);
       buf.set(first, 0);
       let off = first.length;
-      for (const c of more) {
-        buf.set(c, off);
-        off += c.length;
+      for (let i = 0; i < more.length; i++) {
+        buf.set(more[i], off);
+        off += more[i].length;
       }
     }
     this.#begin(buf);
