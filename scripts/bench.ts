@@ -39,6 +39,8 @@ Options:
   --quick                 half the counts and 1 round: about a minute
   --scale F               multiply every message and connection count by F (default 1)
   --window W              QoS 1 publisher window: unacknowledged PUBLISH packets (default 100)
+  --subs-passes N         messages to each subscriber in subs-10k (default 3); more passes weigh
+                          the steady cost of a delivery more than each subscriber's first one
   --timeout S             per scenario run, seconds (default 60, quick 30)
   --ours DIR              run our broker from the main.ts in DIR (default: this checkout), e.g.
                           a snapshot made with \`git archive\` while the tree is being edited
@@ -57,6 +59,8 @@ interface Options {
   rounds: number;
   quick: boolean;
   window: number;
+  /** Messages to each subscriber in subs-10k. */
+  subsPasses: number;
   timeoutMs: number;
   json?: string;
   external?: Target;
@@ -87,6 +91,7 @@ function parseOptions(args: string[]): Options | undefined {
         quick: { type: "boolean" },
         scale: { type: "string" },
         window: { type: "string" },
+        "subs-passes": { type: "string" },
         timeout: { type: "string" },
         json: { type: "string" },
         "mosquitto-nodelay": { type: "boolean" },
@@ -159,6 +164,7 @@ function parseOptions(args: string[]): Options | undefined {
     rounds: int("rounds", v.rounds, quick ? 1 : 3),
     quick,
     window: int("window", v.window, 100),
+    subsPasses: int("subs-passes", v["subs-passes"], 3),
     timeoutMs: int("timeout", v.timeout, quick ? 30 : 60) * 1000,
     json: v.json,
     external,
@@ -247,6 +253,7 @@ async function runOnce(
     prefix: `b${nonce.toString(36)}`,
     scale,
     window: opts.window,
+    subsPasses: opts.subsPasses,
     deadline: performance.now() + opts.timeoutMs,
     conns: new Set(),
     aborted: false,

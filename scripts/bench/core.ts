@@ -46,6 +46,8 @@ export interface Ctx {
   scale: number;
   /** QoS 1 window: PUBLISH packets a publisher keeps unacknowledged. */
   window: number;
+  /** Messages to each subscriber in subs-10k (`--subs-passes`). */
+  subsPasses: number;
   /** Absolute `performance.now()` by which the run must end. */
   deadline: number;
   /** Every connection opened, closed by the runner when the run ends. */

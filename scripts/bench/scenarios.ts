@@ -778,20 +778,17 @@ function retained(): Scenario {
   };
 }
 
-/** Passes over the subscribers in subs-10k, one message to each per pass. */
-const SUBS_PASSES = 3;
-
 function subscribers(): Scenario {
   const full = 10_000;
   return {
     name: "subs-10k",
     title: `${full.toLocaleString("en-US")} subscribers, each on its own wildcard filter ` +
-      `\`dev/<i>/+\`, one message to each (${SUBS_PASSES} passes)`,
+      "`dev/<i>/+`, one message to each per pass (3 passes unless `--subs-passes`)",
     connections: full + 1,
     warmupScale: 0.05,
     async run(ctx) {
       const count = scaled(ctx, full, 100);
-      const total = count * SUBS_PASSES;
+      const total = count * ctx.subsPasses;
       const progress = new Progress();
       // Message seq = pass × count + i goes to subscriber i.
       const tracker = new Tracker(total);
