@@ -144,6 +144,14 @@ export class FileAuth implements AuthHooks {
     );
   }
 
+  /**
+   * Whether an ACL is loaded, so that topic checks can refuse anything. Without one every check
+   * passes, and the broker skips building the client's identity just to ask.
+   */
+  get restrictsTopics(): boolean {
+    return this.#state.acl !== undefined;
+  }
+
   authorizePublish(client: ClientInfo, topic: string): boolean {
     if (this.#state.acl === undefined) return true;
     return this.#boundFor(client).checkTopic("publish", topic).allowed;

@@ -544,7 +544,10 @@ export class ClientConnection implements OutboxOwner {
         continue;
       }
       // Queued while offline or under other rules: checked against this client and the rules now.
-      if (!this.broker.auth.authorizeDelivery(this.info, d.message.topic)) continue;
+      if (
+        this.broker.checksDeliveries &&
+        !this.broker.auth.authorizeDelivery(this.info, d.message.topic)
+      ) continue;
       this.#sendInflight(d, now);
     }
   }

@@ -11,12 +11,14 @@ import {
   ack,
   connect,
   connectWithAck,
+  disconnect,
   expectDisconnect,
   expectPublish,
   expectPublishes,
   payloads,
   publish,
   publishQos1,
+  sleep,
   sub,
   subscribe,
   unsubscribe,
@@ -474,6 +476,30 @@ Deno.test("broker answers SUBACK 0x87 for a filter the client may not subscribe 
   publish(p, "secret/x", "no");
   publish(p, "open", "yes");
   assert.deepEqual(await collect(s), ["yes"]);
+});
+
+Deno.test("broker asks the auth hooks before every delivery and withholds what they refuse, to live and to queued subscribers", async () => {
+  await using b = await startBroker({}, {
+    auth: {
+      authenticate: () => 0,
+      authorizePublish: () => true,
+      authorizeSubscribe: () => true,
+      authorizeDelivery: (c, topic) => !(c.clientId === "s" && topic.startsWith("secret/")),
+    },
+  });
+  const persistent = { cleanStart: false, properties: { sessionExpiryInterval: 60 } };
+  await using s = await connect(b.port, "s", persistent);
+  await using p = await connect(b.port, "p");
+  await subscribe(s, [sub("#", { qos: 1 })]);
+  publish(p, "secret/x", "live-no", { qos: 1, packetId: 1 });
+  publish(p, "open/x", "live-yes", { qos: 1, packetId: 2 });
+  assert.deepEqual(await collect(s), ["live-yes"]);
+  await disconnect(s);
+  publish(p, "secret/y", "queued-no", { qos: 1, packetId: 3 });
+  publish(p, "open/y", "queued-yes", { qos: 1, packetId: 4 });
+  await sleep(50);
+  await using again = await connect(b.port, "s", persistent);
+  assert.deepEqual(await collect(again), ["queued-yes"]);
 });
 
 Deno.test("broker answers SUBACK 0x97 for new filters beyond its per-client subscription quota, still replacing existing ones (3.9.3)", async () => {
