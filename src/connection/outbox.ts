@@ -34,20 +34,25 @@ function flushDirty(): void {
   // flushQueued stays true until the list is done: outboxes dirtied meanwhile join this list.
   const list = dirty;
   const end = Math.min(list.length, dirtyHead + WRITES_PER_TURN);
-  for (let i = dirtyHead; i < end; i++) list[i].flush();
-  if (end < list.length) {
-    // The rest, and outboxes dirtied meanwhile, go out in order in the next turn. Under steady
-    // load the list may never empty: the flushed front is cut off once it is half of it, so the
-    // list stays within twice the outboxes waiting (each waits in it at most once).
-    if (end >= COMPACT_AFTER && end * 2 >= list.length) {
-      dirty = list.slice(end);
+  let next = dirtyHead;
+  try {
+    while (next < end) list[next++].flush();
+  } finally {
+    // Even if a flush threw, the list moves on: a stuck list would stop every outbox for good.
+    if (next < list.length) {
+      // The rest, and outboxes dirtied meanwhile, go out in order in the next turn. Under steady
+      // load the list may never empty: the flushed front is cut off once it is half of it, so the
+      // list stays within twice the outboxes waiting (each waits in it at most once).
+      if (next >= COMPACT_AFTER && next * 2 >= list.length) {
+        dirty = list.slice(next);
+        dirtyHead = 0;
+      } else dirtyHead = next;
+      setImmediate(flushDirty);
+    } else {
+      dirty = [];
       dirtyHead = 0;
-    } else dirtyHead = end;
-    setImmediate(flushDirty);
-  } else {
-    dirty = [];
-    dirtyHead = 0;
-    flushQueued = false;
+      flushQueued = false;
+    }
   }
 }
 
@@ -167,7 +172,19 @@ export class Outbox {
     this.#off = 0;
     this.#inWriteBytes = buf.length;
     this.#pendingBytes -= buf.length;
-    this.#conn.write(buf).then(this.#onWriteDone, this.#onWriteDone);
+    this.#send(buf);
+  }
+
+  /** Hands bytes to the connection; a transport that throws instead of rejecting fails the same way. */
+  #send(bytes: Uint8Array): void {
+    let pending: Promise<number>;
+    try {
+      pending = this.#conn.write(bytes);
+    } catch (err) {
+      queueMicrotask(() => this.#onWriteDone(err));
+      return;
+    }
+    pending.then(this.#onWriteDone, this.#onWriteDone);
   }
 
   #written(n: number): void {
@@ -176,7 +193,7 @@ export class Outbox {
     if (this.#off < buf.length) {
       // conn.write may write only part of the buffer (deno-notes §3).
       this.#inWriteBytes = buf.length - this.#off;
-      this.#conn.write(buf.subarray(this.#off)).then(this.#onWriteDone, this.#onWriteDone);
+      this.#send(buf.subarray(this.#off));
       return;
     }
     this.#writing = false;

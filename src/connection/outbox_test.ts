@@ -144,3 +144,25 @@ Deno.test("outbox: packets queued behind a slow write are copied at once (the sh
   assert.equal(box.bufferedBytes, 0);
   await box.drained();
 });
+
+Deno.test("outbox: a transport whose write throws fails only its own outbox; the others in the same turn and later writes still go out", async () => {
+  const log: number[] = [];
+  const broken = new RecordingConn(-1, log);
+  broken.write = () => {
+    throw new Error("socket gone");
+  };
+  const failures: unknown[] = [];
+  const bad = new Outbox(broken, { outboxDrained() {}, outboxFailed: (e) => failures.push(e) });
+  const good = [0, 1].map((i) => new Outbox(new RecordingConn(i, log), owner));
+  good[0].write(new Uint8Array([1]));
+  bad.write(new Uint8Array([2]));
+  good[1].write(new Uint8Array([3]));
+  await nextTurn();
+  assert.deepEqual(log, [0, 1]);
+  assert.equal(failures.length, 1);
+  assert.equal((failures[0] as Error).message, "socket gone");
+  assert.equal(bad.bufferedBytes, 0, "a failed outbox holds nothing");
+  good[0].write(new Uint8Array([4]));
+  await nextTurn();
+  assert.deepEqual(log, [0, 1, 0], "writes after the failure are flushed");
+});
