@@ -232,7 +232,9 @@ export class TlsListener implements ConnListener {
       old.close();
       // A pending accept keeps the socket bound until its op has been cancelled.
       await this.#accepting?.catch(() => {});
-      this.#listener = await TlsListener.#rebind(this.host, this.port, material);
+      this.#listener = await rebindWhenFree(() =>
+        TlsListener.#listen(this.host, this.port, material)
+      );
       this.#material = material;
     } catch (err) {
       // The address could not be bound again: this listener is gone.
@@ -247,17 +249,6 @@ export class TlsListener implements ConnListener {
       done.resolve();
     }
     return true;
-  }
-
-  static async #rebind(host: string, port: number, material: TlsMaterial) {
-    for (let attempt = 0;; attempt++) {
-      try {
-        return TlsListener.#listen(host, port, material);
-      } catch (err) {
-        if (!(err instanceof Deno.errors.AddrInUse) || attempt >= 50) throw err;
-        await new Promise((r) => setTimeout(r, 10));
-      }
-    }
   }
 
   close(): void {
@@ -504,5 +495,20 @@ export class MutualTlsListener implements ConnListener {
     // Sockets the broker never saw (mid-handshake) would hold the server open.
     for (const socket of [...this.#sockets]) socket.destroy();
     await this.#serverClosed;
+  }
+}
+
+/**
+ * Binds again to an address that was just released. The old socket may take a moment to let go,
+ * so AddrInUse is retried every 10 ms, 50 times, before it is thrown.
+ */
+export async function rebindWhenFree<T>(bind: () => T): Promise<T> {
+  for (let attempt = 0;; attempt++) {
+    try {
+      return bind();
+    } catch (err) {
+      if (!(err instanceof Deno.errors.AddrInUse) || attempt >= 50) throw err;
+      await new Promise((r) => setTimeout(r, 10));
+    }
   }
 }

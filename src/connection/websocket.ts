@@ -13,7 +13,13 @@
  * @module
  */
 import type { Logger } from "../observe/log.ts";
-import { readTlsMaterial, type TlsFiles, type TlsMaterial, warnIfNotValidNow } from "./tls.ts";
+import {
+  readTlsMaterial,
+  rebindWhenFree,
+  type TlsFiles,
+  type TlsMaterial,
+  warnIfNotValidNow,
+} from "./tls.ts";
 import { ChunkQueue } from "./chunk_queue.ts";
 import type { ByteConn, ConnListener } from "./transport.ts";
 
@@ -204,7 +210,7 @@ export class WebSocketListener implements ConnListener {
     // The socket is free again only once the old server has shut down.
     await server.shutdown();
     try {
-      this.#server = await this.#rebind(material);
+      this.#server = await rebindWhenFree(() => this.#serve(this.host, this.port, material));
     } catch (err) {
       this.close();
       throw new Error(
@@ -215,18 +221,6 @@ export class WebSocketListener implements ConnListener {
     }
     this.#material = material;
     return true;
-  }
-
-  /** Serves on the bound address again; the old socket may take a moment to be released. */
-  async #rebind(material: TlsMaterial): Promise<Deno.HttpServer<Deno.NetAddr>> {
-    for (let attempt = 0;; attempt++) {
-      try {
-        return this.#serve(this.host, this.port, material);
-      } catch (err) {
-        if (!(err instanceof Deno.errors.AddrInUse) || attempt >= 50) throw err;
-        await new Promise((r) => setTimeout(r, 10));
-      }
-    }
   }
 
   /**
