@@ -191,10 +191,11 @@ export class Broker {
   }
 
   /**
-   * Whether deliveries must be checked against the auth hooks. Not with the built-in file auth
-   * and no ACL loaded, which admits everything: a subscriber then never needs its `info` built.
+   * Whether publishes, subscriptions and deliveries must be checked against the auth hooks. Not
+   * with the built-in file auth and no ACL loaded, which admits everything: a client then never
+   * needs its `info` built (an object per connection, kept while it lives).
    */
-  get checksDeliveries(): boolean {
+  get checksTopics(): boolean {
     return this.#fileAuth === undefined || this.#fileAuth.restrictsTopics;
   }
 
@@ -414,7 +415,7 @@ export class Broker {
   #revokeForbidden(session: Session, info: ClientInfo): number {
     let removed = 0;
     if (session.subscriptionCount === 0) return 0;
-    for (const rawFilter of [...session.subscriptions.keys()]) {
+    for (const { rawFilter } of session.subscriptionList()) {
       if (this.auth.authorizeSubscribe(info, rawFilter)) continue;
       this.unsubscribe(session, rawFilter);
       removed++;
@@ -649,13 +650,13 @@ export class Broker {
 
   #destroySession(session: Session): void {
     if (session.subscriptionCount > 0) {
-      for (const entry of session.subscriptions.values()) {
+      for (const entry of session.subscriptionList()) {
         const parsed = parseTopicFilter(entry.rawFilter);
         if (typeof parsed !== "string") {
           this.#tree.remove(parsed.filter, session.clientId, parsed.shareGroup);
         }
       }
-      session.subscriptions.clear();
+      session.clearSubscriptions();
     }
     this.#sessions.delete(session.clientId);
     if (session.expirySec > 0 || session.queueLength > 0 || session.inflightCount > 0) {
@@ -772,16 +773,14 @@ export class Broker {
   /** Adds or replaces a subscription [MQTT-3.8.4-3]. */
   subscribe(session: Session, entry: SubscriptionEntry, filter: string): void {
     entry.owner = session;
-    session.subscriptions.set(entry.rawFilter, entry);
+    session.setSubscription(entry);
     this.#tree.add(filter, entry);
     if (session.expirySec > 0) this.store.saveSubscription(session.clientId, entry);
   }
 
   /** Removes a subscription by its exact filter; returns whether it existed. */
   unsubscribe(session: Session, rawFilter: string): boolean {
-    const entry = session.subscriptions.get(rawFilter);
-    if (!entry) return false;
-    session.subscriptions.delete(rawFilter);
+    if (!session.deleteSubscription(rawFilter)) return false;
     const parsed = parseTopicFilter(rawFilter);
     if (typeof parsed !== "string") {
       this.#tree.remove(parsed.filter, session.clientId, parsed.shareGroup);
@@ -920,7 +919,7 @@ export class Broker {
   #deliver(session: Session, d: Delivery, now: number): void {
     const client = session.connection as ClientConnection | undefined;
     if (client && client.state === "connected") {
-      if (this.checksDeliveries && !this.auth.authorizeDelivery(client.info, d.message.topic)) {
+      if (this.checksTopics && !this.auth.authorizeDelivery(client.info, d.message.topic)) {
         return;
       }
       client.deliver(d, now);
@@ -1037,9 +1036,10 @@ export class Broker {
       for (const entry of s.subscriptions) {
         const parsed = parseTopicFilter(entry.rawFilter);
         if (typeof parsed === "string") continue;
-        entry.owner = session;
-        session.subscriptions.set(entry.rawFilter, entry);
-        this.#tree.add(parsed.filter, entry);
+        // A copy with the owner in it from the start: one shape for every entry (in-object fields).
+        const live: SubscriptionEntry = { ...entry, owner: session };
+        session.setSubscription(live);
+        this.#tree.add(parsed.filter, live);
       }
       for (const entry of s.inflight) {
         session.inflight.set(entry.packetId, entry);

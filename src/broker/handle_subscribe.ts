@@ -65,13 +65,13 @@ export function handleSubscribe(
       );
       return;
     }
-    const existing = session.subscriptions.get(sub.topicFilter);
-    if (!existing && session.subscriptions.size >= opts.maxSubscriptionsPerClient) {
+    const existing = session.subscription(sub.topicFilter);
+    if (!existing && session.subscriptionCount >= opts.maxSubscriptionsPerClient) {
       broker.metrics.subscriptionQuotaRefused++;
       codes.push(client.v5 ? ReasonCode.QuotaExceeded : 0x80);
       continue;
     }
-    if (!broker.auth.authorizeSubscribe(client.info, sub.topicFilter)) {
+    if (broker.checksTopics && !broker.auth.authorizeSubscribe(client.info, sub.topicFilter)) {
       codes.push(client.v5 ? ReasonCode.NotAuthorized : 0x80);
       continue;
     }
@@ -86,6 +86,8 @@ export function handleSubscribe(
       retainHandling: client.v5 ? sub.retainHandling : 0,
       subscriptionId: subId,
       shareGroup: parsed.shareGroup,
+      // Set by the broker; present from the start so the entry keeps one shape (in-object fields).
+      owner: undefined,
     }, parsed.filter);
     codes.push(qos);
     granted.push({
@@ -111,9 +113,9 @@ export function handleSubscribe(
       if (g.shared) continue;
       const rh = client.v5 ? sub.retainHandling : 0;
       if (rh === 2 || (rh === 1 && g.existed)) continue;
-      const entry = session.subscriptions.get(sub.topicFilter)!;
+      const entry = session.subscription(sub.topicFilter)!;
       for (const m of broker.retained.match(g.filter, now)) {
-        if (!broker.auth.authorizeDelivery(client.info, m.topic)) continue;
+        if (broker.checksTopics && !broker.auth.authorizeDelivery(client.info, m.topic)) continue;
         client.deliver({
           message: m,
           qos: Math.min(m.qos, entry.qos) as 0 | 1 | 2,

@@ -84,6 +84,7 @@ export class Outbox {
   constructor(conn: ByteConn, owner: OutboxOwner) {
     this.#conn = conn;
     this.#owner = owner;
+    this.#onWriteDone = this.#writeDone.bind(this);
   }
 
   /** Bytes accepted and not yet written to the socket. */
@@ -137,11 +138,14 @@ export class Outbox {
   }
 
   // One callback per outbox for both outcomes of a write (a write resolves to a byte count, or
-  // rejects with an error): the write path allocates no closure per write.
-  readonly #onWriteDone = (r: unknown): void => {
+  // rejects with an error): the write path allocates no closure per write. A bound method rather
+  // than an arrow-function field, which would need a context object of its own for `this`.
+  readonly #onWriteDone: (r: unknown) => void;
+
+  #writeDone(r: unknown): void {
     if (typeof r === "number") this.#written(r);
     else this.#fail(r);
-  };
+  }
 
   /** Takes everything queued as one buffer and writes it (one write per turn, coalesced). */
   #startWrite(): void {

@@ -100,15 +100,57 @@ export class Session {
   /** Session Expiry Interval in seconds (0xFFFFFFFF = never). */
   expirySec: number;
   // The collections are created on first use: an idle or QoS 0 client's session never needs most
-  // of them, and each empty Map or Set costs about 180 bytes per connection.
+  // of them, and each empty Map or Set costs about 180 bytes per connection. Most devices hold one
+  // subscription: it sits in a field, and a Map (about 370 bytes with its table) holds two or more.
+  #oneSubscription?: SubscriptionEntry;
   #subscriptions?: Map<string, SubscriptionEntry>;
   #inflight?: Map<number, InflightEntry>;
   #queue?: DeliveryQueue;
   #inboundQos2?: Set<number>;
 
-  /** Subscriptions by the filter as the client sent it. */
-  get subscriptions(): Map<string, SubscriptionEntry> {
-    return this.#subscriptions ??= new Map();
+  /** The subscription with this filter (as the client sent it), if any. */
+  subscription(rawFilter: string): SubscriptionEntry | undefined {
+    const one = this.#oneSubscription;
+    if (one !== undefined) return one.rawFilter === rawFilter ? one : undefined;
+    return this.#subscriptions?.get(rawFilter);
+  }
+
+  /** Adds a subscription, or replaces the one with the same filter [MQTT-3.8.4-3]. */
+  setSubscription(entry: SubscriptionEntry): void {
+    const one = this.#oneSubscription;
+    const map = this.#subscriptions;
+    if (map !== undefined) map.set(entry.rawFilter, entry);
+    else if (one === undefined || one.rawFilter === entry.rawFilter) this.#oneSubscription = entry;
+    else {
+      this.#oneSubscription = undefined;
+      this.#subscriptions = new Map([[one.rawFilter, one], [entry.rawFilter, entry]]);
+    }
+  }
+
+  /** Removes the subscription with this filter; returns whether there was one. */
+  deleteSubscription(rawFilter: string): boolean {
+    const one = this.#oneSubscription;
+    if (one !== undefined) {
+      if (one.rawFilter !== rawFilter) return false;
+      this.#oneSubscription = undefined;
+      return true;
+    }
+    const map = this.#subscriptions;
+    if (map === undefined || !map.delete(rawFilter)) return false;
+    if (map.size === 0) this.#subscriptions = undefined;
+    return true;
+  }
+
+  /** The subscriptions, in the order they were made (a copy: safe to change the session meanwhile). */
+  subscriptionList(): SubscriptionEntry[] {
+    if (this.#oneSubscription !== undefined) return [this.#oneSubscription];
+    return this.#subscriptions === undefined ? [] : [...this.#subscriptions.values()];
+  }
+
+  /** Removes every subscription. */
+  clearSubscriptions(): void {
+    this.#oneSubscription = undefined;
+    this.#subscriptions = undefined;
   }
 
   /** Outgoing in-flight messages by packet id, in send order. */
@@ -128,6 +170,7 @@ export class Session {
 
   /** Number of subscriptions, without creating the map. */
   get subscriptionCount(): number {
+    if (this.#oneSubscription !== undefined) return 1;
     return this.#subscriptions?.size ?? 0;
   }
 

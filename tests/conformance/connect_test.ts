@@ -7,6 +7,7 @@ import { type AuthHooks, defaultAuthHooks } from "../../src/auth/mod.ts";
 import { encodePacket, PacketType, ReasonCode } from "../../src/codec/mod.ts";
 import { startBroker } from "../helpers/start_broker.ts";
 import { bytes, RawClient, text } from "../helpers/raw_client.ts";
+import { readBufferStats } from "../../src/util/read_buffers.ts";
 import {
   connect,
   connectBytes,
@@ -997,4 +998,42 @@ Deno.test("broker answers CONNECT, SUBSCRIBE and PUBLISH sent in one write in or
     assert.equal((await c.expect(PacketType.Suback)).packetId, 7);
     assert.equal(text((await c.expect(PacketType.Publish)).payload), "self");
   }
+});
+
+Deno.test("a closed connection's read buffer serves the next connection, and no client sees another's bytes; every buffer is given back", async () => {
+  const baseline = readBufferStats().inUse;
+  await using b = await startBroker();
+  // Half the client ids run past the 64-byte first read buffer: their CONNECT arrives in two reads
+  // and the connection moves to a larger buffer, giving its slot back while still connected.
+  const open = async (i: number) => {
+    const clientId = `slot-reuse-${i}-${"x".repeat(i % 2 === 0 ? 80 : 0)}`;
+    const { client } = await connect(b.port, { clientId });
+    await subscribe(client, `reuse/${i}`);
+    return { client, i };
+  };
+  const first = await Promise.all(Array.from({ length: 40 }, (_, i) => open(i)));
+  // Half of them leave; their slots go to the next 20 connections.
+  await Promise.all(first.slice(20).map(({ client }) => client.close()));
+  for (let t = 0; t < 100 && readBufferStats().inUse > baseline + 20; t++) await sleep(20);
+  const live = [
+    ...first.slice(0, 20),
+    ...await Promise.all(
+      Array.from({ length: 20 }, (_, i) => open(100 + i)),
+    ),
+  ];
+  try {
+    const { client: p } = await connect(b.port, { clientId: "slot-reuse-pub" });
+    for (const { i } of live) publish(p, `reuse/${i}`, `for ${i}`);
+    for (const { client, i } of live) {
+      const m = await client.expect(PacketType.Publish);
+      assert.equal(m.topic, `reuse/${i}`);
+      assert.equal(text(m.payload), `for ${i}`);
+    }
+    await p.close();
+  } finally {
+    await Promise.all(live.map(({ client }) => client.close()));
+  }
+  // The broker ends each read loop once it sees the close: poll briefly for the count to settle.
+  for (let t = 0; t < 100 && readBufferStats().inUse !== baseline; t++) await sleep(20);
+  assert.equal(readBufferStats().inUse, baseline, "every connection gave its read buffer back");
 });
