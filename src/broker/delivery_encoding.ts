@@ -84,19 +84,27 @@ export function encodeDelivery(d: Delivery, how: DeliveryEncoding): Uint8Array {
       // A message whose payload is pooled is only passed on (keepMessage runs before one is
       // stored): its shared encoding may be pooled too, instead of an ArrayBuffer of its own.
       const pooled = isPooled(m.payload);
+      // A kept message going out with a packet id (in flight from a session): its shared encoding
+      // would need an ArrayBuffer of its own (kept, it must not pin a slab) only to be copied for
+      // the id. Encoding it for this client straight into a slab view does the same copying and
+      // makes no ArrayBuffer (one per durable QoS 1 delivery, with its share of GC).
+      const direct = d.qos > 0 && !pooled;
       const packet = sharedPacket;
       packet.topic = m.topic;
       packet.payload = m.payload;
       packet.qos = d.qos;
       packet.retain = d.retain;
-      packet.packetId = d.qos > 0 ? 1 : undefined;
+      packet.dup = direct && dup;
+      packet.packetId = d.qos === 0 ? undefined : direct ? packetId : 1;
       packet.properties = v5 ? m.properties : undefined;
       try {
-        bytes = encodePublish(packet, v5, pooled);
+        bytes = encodePublish(packet, v5, pooled || direct);
       } finally {
         packet.payload = EMPTY_PAYLOAD; // holds no message between calls
         packet.properties = undefined;
+        packet.dup = false;
       }
+      if (direct) return bytes;
       if (cached.encodedBytes === undefined) {
         cached.encodedKey = key;
         cached.encodedBytes = bytes;

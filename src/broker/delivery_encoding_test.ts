@@ -98,3 +98,30 @@ Deno.test("keepMessage gives a message read into a pooled slab buffers of its ow
   keepMessage(m);
   assert.equal(m.payload, payload, "a message already kept is left alone");
 });
+
+Deno.test("encodeDelivery writes a kept message's QoS>0 delivery, id and DUP included, into a slab view and caches no ArrayBuffer for it", () => {
+  for (const v5 of [true, false]) {
+    const m = message(); // payload in a buffer of its own, as keepMessage leaves it
+    const d = { message: m, qos: 2 as const, retain: true };
+    const first = encodeDelivery(d, { v5, packetId: 513, dup: false, now: 0 });
+    const again = encodeDelivery(d, { v5, packetId: 9, dup: true, now: 0 });
+    for (const [bytes, id, dup] of [[first, 513, false], [again, 9, true]] as const) {
+      assert.ok(bytes.byteLength < bytes.buffer.byteLength, "a view into a slab");
+      const p = decode(bytes, v5 ? 5 : 4);
+      assert.equal(p.packetId, id);
+      assert.equal(p.dup, dup);
+      assert.equal(p.qos, 2);
+      assert.equal(p.retain, true);
+      assert.equal(p.topic, m.topic);
+      assert.equal(new TextDecoder().decode(p.payload), "21.5");
+      assert.deepEqual(p.properties ?? {}, v5 ? m.properties : {});
+    }
+    const cached = m as Message & { encodedBytes?: Uint8Array };
+    assert.equal(cached.encodedBytes, undefined, "nothing cached on the message");
+    // A QoS 0 delivery of the same message still shares one encoding, DUP clear.
+    const q0 = { message: m, qos: 0 as const, retain: false };
+    const shared = encodeDelivery(q0, { v5, packetId: 0, dup: false, now: 0 });
+    assert.equal(decode(shared, v5 ? 5 : 4).dup, false);
+    assert.equal(encodeDelivery(q0, { v5, packetId: 0, dup: false, now: 0 }), shared);
+  }
+});
