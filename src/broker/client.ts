@@ -22,6 +22,7 @@ import { handleSubscribe, handleUnsubscribe } from "./handle_subscribe.ts";
 import { handleConnect } from "./handle_connect.ts";
 import { handleAuth, handleDisconnect } from "./handle_disconnect.ts";
 import { handlePublish, handlePubrel, type InboundState } from "./handle_publish.ts";
+import { CommitAcks } from "./commit_acks.ts";
 
 const EMPTY = new Uint8Array(0);
 
@@ -101,6 +102,8 @@ export class ClientConnection implements OutboxOwner {
   #resendBacklog?: Set<number>;
   #info?: ClientInfo;
   #closeReason = "";
+  /** PUBACK/PUBREC waiting for store commits (commit_acks.ts), made on the first one. */
+  #commitAcks?: CommitAcks;
 
   constructor(broker: Broker, conn: ByteConn) {
     this.broker = broker;
@@ -340,11 +343,14 @@ export class ClientConnection implements OutboxOwner {
 
   /** Lets a handler's pending answer finish on its own; a failure in it ends the connection. */
   #detach(pending: Promise<void> | undefined): undefined {
-    pending?.catch((err) => {
-      this.broker.logger.error("packet handler failed", { clientId: this.clientId, error: err });
-      this.disconnect(ReasonCode.ImplementationSpecificError, "internal error");
-    });
+    pending?.catch((err) => this.#internalError(err));
     return undefined;
+  }
+
+  /** A handler failed after its packet was read (in a callback): logged, the connection ends. */
+  #internalError(err: unknown): void {
+    this.broker.logger.error("packet handler failed", { clientId: this.clientId, error: err });
+    this.disconnect(ReasonCode.ImplementationSpecificError, "internal error");
   }
 
   // ---------------------------------------------------------------- CONNECT
@@ -436,6 +442,39 @@ export class ClientConnection implements OutboxOwner {
       ? { reasonString }
       : undefined;
     this.send(encodePacket({ type, packetId, reasonCode, properties }, this.protocolVersion));
+  }
+
+  /**
+   * Sends a PUBACK or PUBREC once `commit` (the store's flush promise) settles, after those of
+   * earlier PUBLISH packets; a failed commit answers 0x80 instead. A QoS 1 PUBLISH counts towards
+   * `inbound.pendingQos1` until then (the caller counted it).
+   */
+  ackAfterCommit(
+    commit: Promise<void>,
+    type: PubAckPacket["type"],
+    packetId: number,
+    reasonCode: number,
+  ): void {
+    (this.#commitAcks ??= new CommitAcks(
+      (t, id, code, failure) => this.#releaseCommitAck(t, id, code, failure),
+      (err) => this.#internalError(err),
+    )).add(commit, type, packetId, reasonCode);
+  }
+
+  #releaseCommitAck(type: number, packetId: number, reasonCode: number, failure: unknown): void {
+    if (type === PacketType.Puback) this.inbound.pendingQos1--;
+    const ackType = type as PubAckPacket["type"];
+    if (failure !== undefined) {
+      this.broker.logger.error("store commit failed; publish not acknowledged", {
+        clientId: this.clientId,
+        error: failure,
+      });
+      if (this.state === "connected") {
+        this.sendAck(ackType, packetId, ReasonCode.UnspecifiedError, "storage failure");
+      }
+      return;
+    }
+    if (this.state === "connected") this.sendAck(ackType, packetId, reasonCode);
   }
 
   // ---------------------------------------------------------------- acks of our PUBLISH

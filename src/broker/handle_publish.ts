@@ -173,22 +173,7 @@ export function handlePublish(
   }
   // Durability rule: the ack goes out only once the message and its queue entries are committed.
   if (p.qos === 1) inbound.pendingQos1++;
-  return broker.store.flush().then(
-    () => {
-      if (p.qos === 1) inbound.pendingQos1--;
-      if (client.state === "connected") client.sendAck(ackType, p.packetId!, code);
-    },
-    (err) => {
-      if (p.qos === 1) inbound.pendingQos1--;
-      broker.logger.error("store commit failed; publish not acknowledged", {
-        clientId: client.clientId,
-        error: err,
-      });
-      if (client.state === "connected") {
-        client.sendAck(ackType, p.packetId!, ReasonCode.UnspecifiedError, "storage failure");
-      }
-    },
-  );
+  client.ackAfterCommit(broker.store.flush(), ackType, p.packetId!, code);
 }
 
 /** PUBREL from the client: frees the QoS 2 id (after commit) and answers PUBCOMP. */
