@@ -35,6 +35,7 @@ import { ClientConnection } from "./client.ts";
 import { keepMessage } from "./delivery_encoding.ts";
 import type { BrokerOptions, ListenerOptions } from "./options.ts";
 import { TokenBucket } from "../util/token_bucket.ts";
+import { readBufferStats } from "../util/read_buffers.ts";
 
 const NO_EXPIRY = 0xffff_ffff;
 
@@ -306,6 +307,10 @@ export class Broker {
       sessions: this.#sessions.size,
       retainedMessages: this.retained.size,
       subscriptions: this.#tree.size,
+      // First read buffers handed to connections (util/read_buffers.ts). The pool is shared by
+      // every broker in the process; it stays as large as the most connections open at once.
+      readBufferSlotsInUse: readBufferStats().inUse,
+      readBufferSlotsFree: readBufferStats().free,
     };
     const uncheckpointed = (this.store as { uncheckpointed?: number }).uncheckpointed;
     return uncheckpointed === undefined

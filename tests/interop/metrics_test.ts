@@ -30,6 +30,10 @@ Deno.test("metrics endpoint: /metrics reports live counters and levels of a runn
     assert.match(text, /^mqtt_messages_received 1$/m);
     assert.match(text, /^# TYPE mqtt_sessions gauge\nmqtt_sessions 1$/m);
     assert.match(text, /^mqtt_retained_messages 1$/m);
+    // Process-wide: other tests in this process may hold slots too, but this client holds one.
+    const slots = Number(/^mqtt_read_buffer_slots_in_use (\d+)$/m.exec(text)?.[1]);
+    assert.ok(slots >= 1, `read buffer slots in use: ${slots}`);
+    assert.match(text, /^# TYPE mqtt_read_buffer_slots_free gauge$/m);
   } finally {
     await client.close();
   }
