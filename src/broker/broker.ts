@@ -924,9 +924,7 @@ export class Broker {
   #deliver(session: Session, d: Delivery, now: number): void {
     const client = session.connection as ClientConnection | undefined;
     if (client && client.state === "connected") {
-      if (this.checksTopics && !this.auth.authorizeDelivery(client.info, d.message.topic)) {
-        return;
-      }
+      if (!client.mayReceive(d.message.topic)) return;
       client.deliver(d, now);
       return;
     }

@@ -149,6 +149,24 @@ export class ClientConnection implements OutboxOwner {
     };
   }
 
+  // Topic checks against the auth hooks. The identity (`info`, an object kept for the life of the
+  // connection) is built only when something can refuse: not with file auth and no ACL.
+
+  /** Whether the auth hooks let this client publish to `topic`. */
+  mayPublish(topic: string): boolean {
+    return !this.broker.checksTopics || this.broker.auth.authorizePublish(this.info, topic);
+  }
+
+  /** Whether the auth hooks let this client subscribe to `filter`. */
+  maySubscribe(filter: string): boolean {
+    return !this.broker.checksTopics || this.broker.auth.authorizeSubscribe(this.info, filter);
+  }
+
+  /** Whether the auth hooks let this client receive a message published to `topic`. */
+  mayReceive(topic: string): boolean {
+    return !this.broker.checksTopics || this.broker.auth.authorizeDelivery(this.info, topic);
+  }
+
   /** Inbound PUBLISH state of this connection (handle_publish.ts); made on the first PUBLISH. */
   get inbound(): InboundState {
     return this.#inbound ??= { pendingQos1: 0 };
@@ -600,10 +618,7 @@ export class ClientConnection implements OutboxOwner {
         continue;
       }
       // Queued while offline or under other rules: checked against this client and the rules now.
-      if (
-        this.broker.checksTopics &&
-        !this.broker.auth.authorizeDelivery(this.info, d.message.topic)
-      ) continue;
+      if (!this.mayReceive(d.message.topic)) continue;
       this.#sendInflight(d, now);
     }
   }

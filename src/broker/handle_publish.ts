@@ -113,7 +113,7 @@ export function handlePublish(
   } else if (props?.payloadFormatIndicator === 1 && !isUtf8(p.payload)) {
     refusal = ReasonCode.PayloadFormatInvalid;
     why = "payload is not UTF-8 as its Payload Format Indicator says";
-  } else if (broker.checksTopics && !broker.auth.authorizePublish(client.info, topic)) {
+  } else if (!client.mayPublish(topic)) {
     refusal = ReasonCode.NotAuthorized;
     why = "not authorized";
   }

@@ -71,7 +71,7 @@ export function handleSubscribe(
       codes.push(client.v5 ? ReasonCode.QuotaExceeded : 0x80);
       continue;
     }
-    if (broker.checksTopics && !broker.auth.authorizeSubscribe(client.info, sub.topicFilter)) {
+    if (!client.maySubscribe(sub.topicFilter)) {
       codes.push(client.v5 ? ReasonCode.NotAuthorized : 0x80);
       continue;
     }
@@ -115,7 +115,7 @@ export function handleSubscribe(
       if (rh === 2 || (rh === 1 && g.existed)) continue;
       const entry = session.subscription(sub.topicFilter)!;
       for (const m of broker.retained.match(g.filter, now)) {
-        if (broker.checksTopics && !broker.auth.authorizeDelivery(client.info, m.topic)) continue;
+        if (!client.mayReceive(m.topic)) continue;
         client.deliver({
           message: m,
           qos: Math.min(m.qos, entry.qos) as 0 | 1 | 2,
