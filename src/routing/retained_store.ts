@@ -1,4 +1,4 @@
-import { topicMatches } from "../topic/mod.ts";
+import { splitFilterMatches } from "../topic/mod.ts";
 import type { Message } from "./message.ts";
 import { isExpired } from "./message.ts";
 
@@ -70,8 +70,9 @@ export class RetainedStore {
       if (m) this.#keepIfLive(m, now, out);
       return out;
     }
+    const levels = filter.split("/");
     for (const m of this.#messages.values()) {
-      if (topicMatches(filter, m.topic)) this.#keepIfLive(m, now, out);
+      if (splitFilterMatches(levels, m.topic)) this.#keepIfLive(m, now, out);
     }
     return out;
   }

@@ -99,7 +99,30 @@ export function parseTopicFilter(
  * `$` topics [MQTT-4.7.2-1].
  */
 export function topicMatches(filter: string, topic: string): boolean {
-  return levelsMatch(filter.split("/"), topic.split("/"));
+  return splitFilterMatches(filter.split("/"), topic);
+}
+
+/**
+ * {@link topicMatches} with the filter already split at `/`, and the topic walked in place: no
+ * array or string is made per topic, so one filter can be tried against many topics (a new
+ * subscriber's `#` against every retained message) without garbage.
+ */
+export function splitFilterMatches(f: readonly string[], topic: string): boolean {
+  if (topic.charCodeAt(0) === 0x24 && (f[0] === "+" || f[0] === "#")) return false;
+  // `start` is where the topic's next level begins; past the end, the topic has no more levels.
+  let start = 0;
+  for (let i = 0; i < f.length; i++) {
+    const level = f[i];
+    if (level === "#") return true;
+    if (start > topic.length) return false;
+    let end = topic.indexOf("/", start);
+    if (end === -1) end = topic.length;
+    if (level !== "+" && (end - start !== level.length || !topic.startsWith(level, start))) {
+      return false;
+    }
+    start = end + 1;
+  }
+  return start > topic.length;
 }
 
 /** {@link topicMatches} on levels already split at `/` (filter `f`, topic `t`). */

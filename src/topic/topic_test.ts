@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { parseTopicFilter, topicMatches, topicNameError } from "./mod.ts";
+import {
+  levelsMatch,
+  parseTopicFilter,
+  splitFilterMatches,
+  topicMatches,
+  topicNameError,
+} from "./mod.ts";
 
 Deno.test("topicNameError() accepts names with empty levels, spaces, '$' and Unicode (4.7.3)", () => {
   for (
@@ -145,4 +151,30 @@ Deno.test("topicMatches() never matches '$' topics with a first-level wildcard [
   assert.equal(topicMatches("$SYS/+", "$SYS/x"), true);
   assert.equal(topicMatches("a/#", "a/$x"), true, "'$' only matters at the first level");
   assert.equal(topicMatches("+/x", "a$/x"), true);
+});
+
+Deno.test("splitFilterMatches(), walking the topic in place, agrees with matching on split levels for every filter and topic of up to 4 levels (4.7)", () => {
+  const words = ["", "a", "b", "ab", "$s"];
+  const combos = (alphabet: string[], n: number): string[][] =>
+    n === 0 ? [[]] : combos(alphabet, n - 1).flatMap((c) => alphabet.map((w) => [...c, w]));
+  const topics: string[][] = [];
+  for (let n = 1; n <= 4; n++) topics.push(...combos(words, n));
+  const filters: string[][] = [];
+  for (let n = 1; n <= 3; n++) {
+    for (const c of combos([...words, "+"], n)) {
+      filters.push(c, [...c, "#"]);
+    }
+  }
+  filters.push(["#"]);
+  let checked = 0;
+  let matched = 0;
+  for (const f of filters) {
+    for (const t of topics) {
+      const want = levelsMatch(f, t);
+      assert.equal(splitFilterMatches(f, t.join("/")), want, `${f.join("/")} vs ${t.join("/")}`);
+      checked++;
+      if (want) matched++;
+    }
+  }
+  assert.ok(checked > 100_000 && matched > 1_000, `${checked} pairs, ${matched} matching`);
 });
