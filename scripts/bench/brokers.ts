@@ -49,6 +49,51 @@ export function cpuSeconds(pid: number): number {
   }
 }
 
+/**
+ * A process's CPU time at one moment: the tick-based total (`/proc/PID/stat`, 10 ms steps), and
+ * each live thread's run time in nanoseconds (`/proc/PID/task/TID/schedstat`) where readable.
+ */
+export interface CpuReading {
+  seconds: number;
+  threadNs: Map<string, number> | undefined;
+}
+
+/** Reads a process's CPU time (see {@link CpuReading}). */
+export function readCpu(pid: number): CpuReading {
+  const seconds = cpuSeconds(pid);
+  let threadNs: Map<string, number> | undefined = new Map();
+  try {
+    for (const entry of Deno.readDirSync(`/proc/${pid}/task`)) {
+      const text = Deno.readTextFileSync(`/proc/${pid}/task/${entry.name}/schedstat`);
+      threadNs.set(entry.name, Number(text.split(" ")[0]));
+    }
+  } catch {
+    threadNs = undefined; // a thread left while we read, or no schedstat: ticks only
+  }
+  return { seconds, threadNs };
+}
+
+/**
+ * CPU seconds between two readings. Phases of a few hundred milliseconds make the 10 ms ticks a
+ * coarse measure (±1 tick is ±3 % of 0.3 s), so the per-thread nanoseconds are summed when they
+ * cover the phase: every thread present at the start is still there at the end (one that exited
+ * took its time with it; threads that started meanwhile count from zero). Otherwise, ticks.
+ */
+export function cpuSecondsBetween(a: CpuReading, b: CpuReading): number {
+  const before = a.threadNs;
+  const after = b.threadNs;
+  if (before !== undefined && after !== undefined) {
+    let covered = true;
+    for (const tid of before.keys()) if (!after.has(tid)) covered = false;
+    if (covered) {
+      let ns = 0;
+      for (const [tid, t] of after) ns += t - (before.get(tid) ?? 0);
+      return ns / 1e9;
+    }
+  }
+  return b.seconds - a.seconds;
+}
+
 /** Resident set size of a process in KiB (VmRSS), or NaN when unreadable. */
 export function rssKiB(pid: number): number {
   try {

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { cpuSeconds, rssKiB, type Target } from "./brokers.ts";
+import { type CpuReading, cpuSecondsBetween, readCpu, rssKiB, type Target } from "./brokers.ts";
 import { PacketType } from "../../src/codec/mod.ts";
 import { type ConnectOptions, MqttConn } from "./mqtt.ts";
 
@@ -211,8 +211,8 @@ export class SendWindow {
 /** Broker (and our own) CPU seconds over a measured phase. */
 export class CpuMeter {
   readonly #pid: number | undefined;
-  #broker0 = NaN;
-  #self0 = NaN;
+  #broker0: CpuReading | undefined;
+  #self0: CpuReading | undefined;
   broker = NaN;
   self = NaN;
 
@@ -221,14 +221,16 @@ export class CpuMeter {
   }
 
   start(): this {
-    this.#broker0 = this.#pid === undefined ? NaN : cpuSeconds(this.#pid);
-    this.#self0 = cpuSeconds(Deno.pid);
+    this.#broker0 = this.#pid === undefined ? undefined : readCpu(this.#pid);
+    this.#self0 = readCpu(Deno.pid);
     return this;
   }
 
   stop(): this {
-    this.broker = this.#pid === undefined ? NaN : cpuSeconds(this.#pid) - this.#broker0;
-    this.self = cpuSeconds(Deno.pid) - this.#self0;
+    this.broker = this.#pid === undefined || this.#broker0 === undefined
+      ? NaN
+      : cpuSecondsBetween(this.#broker0, readCpu(this.#pid));
+    this.self = this.#self0 === undefined ? NaN : cpuSecondsBetween(this.#self0, readCpu(Deno.pid));
     return this;
   }
 }
