@@ -303,14 +303,15 @@ export class Broker {
       string,
       number
     > {
+    const readBuffers = readBufferStats();
     const gauges = {
       sessions: this.#sessions.size,
       retainedMessages: this.retained.size,
       subscriptions: this.#tree.size,
       // First read buffers handed to connections (util/read_buffers.ts). The pool is shared by
       // every broker in the process; it stays as large as the most connections open at once.
-      readBufferSlotsInUse: readBufferStats().inUse,
-      readBufferSlotsFree: readBufferStats().free,
+      readBufferSlotsInUse: readBuffers.inUse,
+      readBufferSlotsFree: readBuffers.free,
     };
     const uncheckpointed = (this.store as { uncheckpointed?: number }).uncheckpointed;
     return uncheckpointed === undefined
